@@ -1,0 +1,30 @@
+"""Fields every image-classification experiment has; experiment files start from these and change what differs."""
+
+import ml_collections
+
+
+def image_classification() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.dataset = "mnist"
+  c.data_dir = ""  # empty: $TFDS_DATA_DIR, else ~/tensorflow_datasets
+  c.batch_size = 128
+  c.eval_batch_size = 1000
+  c.num_epochs = 10
+  c.max_steps = 0  # stop after this many steps when > 0 (smoke runs)
+  c.log_every_steps = 100
+  # Augmentation (random crop from a reflect-padded image, horizontal flip), inside the jitted step.
+  c.augment = False
+  c.crop_padding = 4
+  c.flip = True
+  # Optimizer.
+  c.optimizer = "sgd"  # sgd | adam | adamw
+  c.learning_rate = 0.1
+  c.momentum = 0.9
+  c.nesterov = True
+  c.weight_decay = 5e-4
+  c.schedule = "onecycle"  # constant | cosine | warmup_cosine | onecycle
+  c.warmup_epochs = 1.0
+  c.grad_clip_norm = 0.0  # 0: no clipping
+  c.label_smoothing = 0.0
+  return c

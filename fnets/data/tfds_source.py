@@ -1,0 +1,60 @@
+"""Opens a TFDS dataset as random-access data sources, preparing it if missing, failing fast when offline.
+
+`tfds.load` retries a missing download for minutes when there is no network; here a missing dataset is
+prepared only after a quick connectivity check, and otherwise raises `DataError` saying how to provide it.
+"""
+
+import os
+import socket
+
+import tensorflow_datasets as tfds
+
+# Hosts the TFDS builders of fnets' datasets download from; one reachable host is enough to try.
+_DOWNLOAD_HOSTS = ("storage.googleapis.com", "www.cs.toronto.edu", "raw.githubusercontent.com")
+
+
+class DataError(RuntimeError):
+  """A dataset that cannot be read; the message says what is missing and how to provide it."""
+
+
+def resolve_data_dir(data_dir: str | None) -> str:
+  """`data_dir` if given, else $TFDS_DATA_DIR, else TFDS's default (~/tensorflow_datasets)."""
+  return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
+
+
+def _online(timeout_s: float = 3.0) -> bool:
+  for host in _DOWNLOAD_HOSTS:
+    try:
+      socket.create_connection((host, 443), timeout=timeout_s).close()
+      return True
+    except OSError:
+      continue
+  return False
+
+
+def open_source(name: str, data_dir: str | None, splits: tuple[str, ...]) -> dict:
+  """Returns {split: random-access source of example dicts} for TFDS dataset `name` (e.g. 'cifar10').
+  A split may be a TFDS slice such as 'train[:90%]'."""
+  data_dir = resolve_data_dir(data_dir)
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise DataError(f"TFDS has no dataset named {name!r}: {e}") from None
+  where = os.path.join(data_dir, name, str(builder.version))
+  if not builder.is_prepared():
+    if not _online():
+      raise DataError(
+          f"dataset {name} {builder.version} is not prepared in {where} and there is no network to download it.\n"
+          f"Provide it by either:\n"
+          f"  - pointing fnets at a TFDS data dir that holds it: --config.data_dir=DIR or TFDS_DATA_DIR=DIR, or\n"
+          f"  - preparing it on a machine with network and copying {name}/ into {data_dir}:\n"
+          f"      python -c \"import tensorflow_datasets as tfds; tfds.builder('{name}', data_dir='{data_dir}')"
+          f".download_and_prepare(file_format='array_record')\"")
+    builder.download_and_prepare(file_format="array_record")
+  if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
+    raise DataError(f"{where} holds {builder.info.file_format.value} files; fnets reads array_record. Prepare it "
+                    f"again with download_and_prepare(file_format='array_record') into another data dir.")
+  try:
+    return {split: builder.as_data_source(split=split) for split in splits}
+  except (KeyError, ValueError) as e:
+    raise DataError(f"{name} has no split {e}; it has {sorted(builder.info.splits)}") from None

@@ -1,0 +1,17 @@
+"""Models as pure functions: Flax modules whose `init(key, x)` and `apply(variables, x)` hold no state."""
+
+from fnets.models.cnn import CNN
+from fnets.models.mlp import MLP
+
+__all__ = ["CNN", "MLP"]
+
+_MODELS = {"cnn": CNN, "mlp": MLP}
+
+
+def create(model_config, **kwargs):
+  """Builds the model named `model_config.name` from the rest of the config's fields."""
+  fields = dict(model_config)
+  name = fields.pop("name")
+  if name not in _MODELS:
+    raise ValueError(f"unknown model {name!r}; choose one of {sorted(_MODELS)}")
+  return _MODELS[name](**fields, **kwargs)

@@ -1,0 +1,54 @@
+"""What a run writes: metrics.jsonl (one JSON object per line), TensorBoard events, and console progress."""
+
+import json
+import os
+import time
+
+import numpy as np
+from absl import logging
+
+
+class RunLog:
+  """Appends `{"step", "split", metric: value}` records; only records, never state."""
+
+  def __init__(self, workdir: str, total_steps: int):
+    from tensorboardX import SummaryWriter  # imported here: it is only needed once a run writes
+    os.makedirs(workdir, exist_ok=True)
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self._total_steps = total_steps
+    self._start = time.time()
+
+  def write(self, step: int, split: str, metrics: dict) -> dict:
+    record = {"step": int(step), "split": split, **{k: _scalar(v) for k, v in metrics.items()}}
+    self._jsonl.write(json.dumps(record) + "\n")
+    self._jsonl.flush()
+    for name, value in record.items():
+      if name not in ("step", "split") and isinstance(value, (int, float)):
+        self._tb.add_scalar(f"{split}/{name}", value, step)
+    self._tb.flush()
+    text = "  ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k not in ("step", "split"))
+    eta = ""
+    if split == "train" and 0 < step < self._total_steps:
+      eta = f"  ETA {_duration((time.time() - self._start) / step * (self._total_steps - step))}"
+    logging.info("[%s] step %d/%d  %s%s", split, step, self._total_steps, text, eta)
+    return record
+
+  def close(self):
+    self._jsonl.close()
+    self._tb.close()
+
+
+def _scalar(v):
+  v = np.asarray(v)
+  return v.item() if v.ndim == 0 else v.tolist()
+
+
+def _fmt(v) -> str:
+  return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _duration(seconds: float) -> str:
+  m, s = divmod(int(seconds), 60)
+  h, m = divmod(m, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"

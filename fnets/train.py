@@ -1,0 +1,135 @@
+"""Image classification: `train_and_evaluate(config, workdir)`, callable from launch.py or a notebook.
+
+Stages, in order: run directory → input → model → optimizer and state → jitted steps → loop.
+"""
+
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from fnets import models, optim
+from fnets.data import images as image_data
+from fnets.run_log import RunLog
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def cross_entropy(logits_BxC, labels_B, label_smoothing: float = 0.0):
+  targets_BxC = optax.smooth_labels(jax.nn.one_hot(labels_B, logits_BxC.shape[-1]), label_smoothing)
+  return optax.softmax_cross_entropy(logits_BxC, targets_BxC)
+
+
+def train_step(state: TrainState, images_BHWC, labels_B, *, model, tx, lr_schedule, config, mean_C, std_C, key):
+  """One SGD step. All randomness (augmentation, dropout) comes from `key` folded with the step number, so a
+  step's result depends only on (seed, step, batch)."""
+  aug_key, dropout_key = jax.random.split(jax.random.fold_in(key, state.step))
+  x_BHWC = image_data.normalize(images_BHWC, mean_C, std_C)
+  if config.augment:
+    x_BHWC = image_data.augment(aug_key, x_BHWC, config.crop_padding, config.flip)
+
+  def loss_fn(params):
+    logits_BxC, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x_BHWC, train=True,
+                                      rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+    loss = cross_entropy(logits_BxC, labels_B, config.label_smoothing).mean()
+    return loss, (logits_BxC, updates.get("batch_stats", {}))
+
+  (loss, (logits_BxC, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), batch_stats, opt_state)
+  metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits_BxC, -1) == labels_B),
+             "learning_rate": lr_schedule(state.step)}
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, images_BHWC, labels_B, mask_B, *, model, mean_C, std_C):
+  """Sums of loss and correct predictions over the unmasked examples of one batch."""
+  x_BHWC = image_data.normalize(images_BHWC, mean_C, std_C)
+  logits_BxC = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x_BHWC, train=False)
+  return {"loss": jnp.sum(cross_entropy(logits_BxC, labels_B) * mask_B),
+          "correct": jnp.sum((jnp.argmax(logits_BxC, -1) == labels_B) * mask_B),
+          "count": jnp.sum(mask_B)}
+
+
+def evaluate(eval_fn, state, split: image_data.ImageSplit, batch_size: int) -> dict:
+  sums = None
+  for batch in image_data.eval_batches(split, batch_size):
+    out = eval_fn(state, *batch)
+    sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+  sums = jax.device_get(sums)
+  return {"loss": float(sums["loss"] / sums["count"]), "accuracy": float(sums["correct"] / sums["count"]),
+          "num_examples": int(sums["count"])}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config.model` on `config.dataset`, evaluating every epoch; returns the final test metrics."""
+  # --- Run directory.
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json(indent=2) + "\n")
+
+  # --- Input.
+  data = image_data.load(config.dataset, config.data_dir or None)
+  steps_per_epoch = len(data.train.labels_N) // config.batch_size
+  total_steps = steps_per_epoch * config.num_epochs
+  if config.max_steps:
+    total_steps = min(total_steps, config.max_steps)
+
+  # --- Model.
+  key = jax.random.key(config.seed)
+  init_key, train_key = jax.random.split(key)
+  model = models.create(config.model, num_classes=data.num_classes)
+  variables = jax.jit(functools.partial(model.init, train=False))(init_key, data.train.images_NHWC[:1])
+
+  # --- Optimizer and train state.
+  lr_schedule = optim.schedule(config, total_steps, steps_per_epoch)
+  tx = optim.optimizer(config, lr_schedule)
+  state = TrainState(jnp.zeros((), jnp.int32), variables["params"], variables.get("batch_stats", {}),
+                     tx.init(variables["params"]))
+
+  # --- Steps: everything on the hot path inside one jit; the old state's buffers are reused (donated).
+  constants = dict(model=model, mean_C=data.mean_C, std_C=data.std_C)
+  train_fn = jax.jit(functools.partial(train_step, tx=tx, lr_schedule=lr_schedule, config=config, key=train_key,
+                                       **constants), donate_argnums=0)
+  eval_fn = jax.jit(functools.partial(eval_step, **constants))
+
+  # --- Loop.
+  log = RunLog(workdir, total_steps)
+  step, epoch = 0, 0
+  while step < total_steps:
+    window_start, window_steps, window_metrics = time.time(), 0, []
+    for images, labels in image_data.train_batches(data.train, config.batch_size, config.seed, epoch):
+      state, metrics = train_fn(state, images, labels)
+      step, window_steps = step + 1, window_steps + 1
+      window_metrics.append(metrics)
+      if step % config.log_every_steps == 0 or step == total_steps:
+        means = {k: float(np.mean(v)) for k, v in jax.device_get(
+            jax.tree.map(lambda *xs: jnp.stack(xs), *window_metrics)).items()}
+        means["examples_per_sec"] = window_steps * config.batch_size / (time.time() - window_start)
+        log.write(step, "train", {**means, "epoch": step / steps_per_epoch})
+        window_start, window_steps, window_metrics = time.time(), 0, []
+      if step >= total_steps:
+        break
+    epoch += 1
+    # Per-epoch evaluation is on the test split (no validation split is carved out by default); nothing in
+    # the loop selects on it.
+    test = evaluate(eval_fn, state, data.test, config.eval_batch_size)
+    log.write(step, "eval", {**test, "epoch": epoch})
+
+  log.write(step, "test", test)  # the final state's evaluation above
+  log.close()
+  return test

@@ -1,0 +1,71 @@
+"""Runs an experiment: python launch.py --experiment=NAME [--workdir=DIR] [--config.FIELD=VALUE ...]
+
+  python launch.py --list                                   # experiments, one line each
+  python launch.py --experiment=cnn_mnist --config.num_epochs=2 --config.learning_rate=0.05
+"""
+
+import importlib
+import pkgutil
+import sys
+
+from absl import app, flags, logging
+
+import fnets  # noqa: F401  (sets XLA flags before JAX starts)
+import experiments
+from fnets import config as config_lib
+
+flags.DEFINE_string("experiment", None, "Experiment to run: a file experiments/NAME.py.")
+flags.DEFINE_string("workdir", None, "Directory for config, metrics and checkpoints (default /tmp/fnets/NAME).")
+flags.DEFINE_bool("list", False, "List the experiments and exit.")
+FLAGS = flags.FLAGS
+
+
+def available() -> dict[str, str]:
+  """{name: one-line description} of every experiment file."""
+  out = {}
+  for info in pkgutil.iter_modules(experiments.__path__):
+    module = importlib.import_module(f"experiments.{info.name}")
+    if hasattr(module, "get_config"):
+      out[info.name] = (module.__doc__ or "").strip().splitlines()[0]
+  return out
+
+
+def fail(message: str):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def main(argv):
+  config_args = [a for a in argv[1:] if a.startswith("--config.")]
+  if extra := [a for a in argv[1:] if a not in config_args]:
+    fail(f"unexpected arguments {extra}; see --helpshort")
+  names = available()
+  if FLAGS.list:
+    width = max(map(len, names))
+    print("\n".join(f"{name:<{width}}  {doc}" for name, doc in sorted(names.items())))
+    return
+  if FLAGS.experiment not in names:
+    fail(f"unknown experiment {FLAGS.experiment!r}; choose one of: {', '.join(sorted(names))}")
+  module = importlib.import_module(f"experiments.{FLAGS.experiment}")
+  try:
+    config = config_lib.override(module.get_config(), config_args)
+  except config_lib.ConfigError as e:
+    fail(str(e))
+  workdir = FLAGS.workdir or f"/tmp/fnets/{FLAGS.experiment}"
+  logging.info("experiment %s, workdir %s\n%s", FLAGS.experiment, workdir, config)
+  train_module = importlib.import_module(getattr(module, "TRAINER", "fnets.train"))
+  from fnets.data.tfds_source import DataError
+  try:
+    train_module.train_and_evaluate(config, workdir)
+  except (DataError, ValueError) as e:
+    fail(str(e))
+
+
+def parse_flags(argv):
+  """absl parses its own flags; the --config.* overrides are passed through to main."""
+  config_args = [a for a in argv[1:] if a.startswith("--config.")]
+  return FLAGS([a for a in argv if a not in config_args]) + config_args
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)
