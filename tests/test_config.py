@@ -1,0 +1,29 @@
+import ml_collections
+import pytest
+
+from fnets.config import ConfigError, override
+
+
+def base():
+  return ml_collections.ConfigDict(dict(seed=0, lr=0.1, name="a", flag=True, widths=(1, 2),
+                                        model=dict(depth=2)))
+
+
+def test_override_parses_each_type():
+  c = override(base(), ["--config.seed=3", "--config.lr=1", "--config.name=b", "--config.flag=false",
+                        "--config.widths=(4,5,6)", "--config.model.depth=7"])
+  assert (c.seed, c.lr, c.name, c.flag, c.widths, c.model.depth) == (3, 1.0, "b", False, (4, 5, 6), 7)
+  assert isinstance(c.lr, float)
+  assert base().seed == 0  # the default is not changed
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--config.sed=1", "unknown config field 'sed' (did you mean 'seed'?)"),
+    ("--config.seed=1.5", "expected a int"),
+    ("--config.flag=maybe", "expected a bool"),
+    ("--config.widths=(1,'x')", "expected a tuple"),
+    ("--config.seed", "write config overrides as --config.FIELD=VALUE"),
+])
+def test_bad_overrides(arg, message):
+  with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+    override(base(), [arg])

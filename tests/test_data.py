@@ -1,0 +1,80 @@
+"""The image pipeline: loading through TFDS, seeded shuffling, full evaluation coverage, augmentation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fnets.data import images, tfds_source
+
+
+def split(n=50):
+  rng = np.random.default_rng(0)
+  return images.ImageSplit(rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8), np.arange(n, dtype=np.int32))
+
+
+def epoch_labels(s, seed, epoch, batch_size=8):
+  return [labels.tolist() for _, labels in images.train_batches(s, batch_size, seed, epoch)]
+
+
+def test_train_order_depends_only_on_seed_and_epoch():
+  s = split()
+  assert epoch_labels(s, 0, 0) == epoch_labels(s, 0, 0)
+  assert epoch_labels(s, 0, 0) != epoch_labels(s, 1, 0)
+  assert epoch_labels(s, 0, 0) != epoch_labels(s, 0, 1)
+  batches = epoch_labels(s, 0, 0)
+  assert len(batches) == 50 // 8 and all(len(b) == 8 for b in batches)
+  flat = sum(batches, [])
+  assert len(set(flat)) == len(flat)  # no example twice within an epoch
+
+
+def test_train_batches_pair_images_with_their_labels():
+  s = split()
+  for imgs, labels in images.train_batches(s, 8, 0, 0):
+    np.testing.assert_array_equal(imgs, s.images_NHWC[labels])
+
+
+def test_eval_covers_every_example_exactly_once():
+  s = split(50)
+  seen, total = [], 0
+  for imgs, labels, mask in images.eval_batches(s, 16):
+    assert imgs.shape[0] == labels.shape[0] == mask.shape[0] == 16
+    seen += labels[mask].tolist()
+    total += int(mask.sum())
+  assert sorted(seen) == list(range(50)) and total == 50
+
+
+def test_augment_crops_and_flips_deterministically_per_key():
+  x = jnp.asarray(split(16).images_NHWC, jnp.float32)
+  a = images.augment(jax.random.key(0), x)
+  assert a.shape == x.shape
+  np.testing.assert_array_equal(a, images.augment(jax.random.key(0), x))
+  assert not np.array_equal(a, images.augment(jax.random.key(1), x))
+  # With no crop, each image is either itself or its mirror.
+  f = images.augment(jax.random.key(0), x, pad=0)
+  for orig, out in zip(x, f):
+    assert np.array_equal(out, orig) or np.array_equal(out, orig[:, ::-1])
+  # A crop is a shifted window of the reflect-padded image.
+  c = np.asarray(images.augment(jax.random.key(3), x, pad=2, flip=False))
+  padded = np.pad(np.asarray(x), ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+  for p, out in zip(padded, c):
+    assert any(np.array_equal(out, p[dy:dy + 8, dx:dx + 8]) for dy in range(5) for dx in range(5))
+
+
+def test_load_through_tfds(mock_tfds, tmp_path):
+  for name, shape in [("cifar10", (32, 32, 3)), ("mnist", (28, 28, 1)), ("fashion_mnist", (28, 28, 1))]:
+    data = images.load(name, str(tmp_path))
+    assert data.train.images_NHWC.shape == (64, *shape) and data.train.images_NHWC.dtype == np.uint8
+    assert data.test.labels_N.shape == (64,) and data.num_classes == 10
+    assert data.mean_C.shape == (shape[-1],)
+
+
+def test_missing_dataset_offline_is_a_clear_error(tmp_path, monkeypatch):
+  monkeypatch.setattr(tfds_source, "_online", lambda: False)
+  with pytest.raises(tfds_source.DataError, match=r"mnist 3.0.1 is not prepared in .*no network"):
+    images.load("mnist", str(tmp_path))
+
+
+def test_unknown_dataset_is_a_clear_error(tmp_path):
+  with pytest.raises(tfds_source.DataError, match="no dataset named 'not_a_dataset'"):
+    images.load("not_a_dataset", str(tmp_path))

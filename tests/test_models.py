@@ -1,0 +1,88 @@
+"""Model output shapes and parameter counts for known configs, and config errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import cnn_cifar, cnn_mnist, mlp_mnist
+from fnets import models
+
+
+def param_count(tree):
+  return sum(np.size(x) for x in jax.tree.leaves(tree))
+
+
+def init(model, shape):
+  return model.init(jax.random.key(0), jnp.zeros(shape), train=False)
+
+
+def conv_bn(c_in, c_out, k=3):
+  return k * k * c_in * c_out + 2 * c_out  # kernel (no bias under BN) + BN scale and shift
+
+
+def test_cnn_cifar_shapes_and_params():
+  model = models.create(cnn_cifar.get_config().model, num_classes=10)
+  variables = init(model, (2, 32, 32, 3))
+  widths = (3, 24, 32, 32, 128, 128, 128, 128)
+  expected = sum(conv_bn(a, b) for a, b in zip(widths, widths[1:])) + (2 * 2 * 128) * 10 + 10
+  assert param_count(variables["params"]) == expected == 502_338
+  logits = model.apply(variables, jnp.zeros((5, 32, 32, 3)), train=False)
+  assert logits.shape == (5, 10) and logits.dtype == jnp.float32
+
+
+def test_cnn_mnist_and_mlp_mnist_params():
+  cnn = models.create(cnn_mnist.get_config().model, num_classes=10)
+  widths = (1, 32, 32, 64, 64)
+  expected = sum(conv_bn(a, b) for a, b in zip(widths, widths[1:])) + (7 * 7 * 64 * 256 + 256) + (256 * 10 + 10)
+  assert param_count(init(cnn, (1, 28, 28, 1))["params"]) == expected
+  mlp = models.create(mlp_mnist.get_config().model, num_classes=10)
+  expected = (784 * 1024 + 1024) + (1024 * 1024 + 1024) + (1024 * 10 + 10)
+  assert param_count(init(mlp, (1, 28, 28, 1))["params"]) == expected
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "leaky_relu", "gelu"])
+def test_cnn_layer_stack_variants(pool, activation):
+  model = models.CNN(conv_features=(4, 8), kernel_size=(5, 3), strides=(2, 1), padding="VALID", pool_after=(1,),
+                     pool=pool, activation=activation, batch_norm=False, dense_features=(16,), dropout=0.5,
+                     num_classes=3)
+  variables = init(model, (2, 28, 28, 1))
+  # 28 -5 VALID stride 2-> 12 -3 VALID-> 10 -pool-> 5: flatten 5*5*8 = 200.
+  assert variables["params"]["Dense_0"]["kernel"].shape == (200, 16)
+  assert variables["params"]["Conv_0"]["kernel"].shape == (5, 5, 1, 4)
+  x = jax.random.normal(jax.random.key(1), (2, 28, 28, 1))
+  y = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)})
+  assert y.shape == (2, 3)
+  # Dropout is active in training, off in evaluation.
+  assert not np.allclose(y, model.apply(variables, x, train=False))
+
+
+def test_pool_kinds_differ():
+  x = jax.random.normal(jax.random.key(0), (1, 8, 8, 1))
+  outs = []
+  for pool in ("max", "avg"):
+    model = models.CNN(conv_features=(2,), pool_after=(0,), pool=pool, batch_norm=False, num_classes=2)
+    outs.append(model.apply(init(model, x.shape), x, train=False))
+  assert not np.allclose(*outs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(activation="swish"), "unknown activation 'swish'"),
+    (dict(pool="median"), "pool must be 'max' or 'avg'"),
+    (dict(kernel_size=(3, 3, 3)), "kernel_size has 3 entries for 2 conv layers"),
+])
+def test_cnn_bad_config(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    init(models.CNN(conv_features=(4, 4), **kwargs), (1, 8, 8, 1))
+
+
+def test_models_are_pure_functions_under_vmap_and_grad():
+  model = models.MLP(hidden_features=(8,), num_classes=3)
+  keys = jax.random.split(jax.random.key(0), 4)
+  stacked = jax.vmap(lambda k: model.init(k, jnp.zeros((1, 5)), train=False))(keys)  # 4 independent models
+  x = jnp.ones((2, 5))
+  out = jax.vmap(lambda v: model.apply(v, x, train=False))(stacked)
+  assert out.shape == (4, 2, 3)
+  grads = jax.grad(lambda v: model.apply(v, x, train=False).sum())(jax.tree.map(lambda a: a[0], stacked))
+  assert jax.tree.structure(grads) == jax.tree.structure(jax.tree.map(lambda a: a[0], stacked))
