@@ -12,6 +12,7 @@ import sys
 import tensorflow_datasets as tfds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 if os.environ.get("FNETS_OFFLINE"):
   def _no_network(*args, **kwargs):

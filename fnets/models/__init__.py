@@ -2,10 +2,11 @@
 
 from fnets.models.cnn import CNN
 from fnets.models.mlp import MLP
+from fnets.models.sequence import LSTM, RNN, CharLM, RowSequenceClassifier
 
-__all__ = ["CNN", "MLP"]
+__all__ = ["CNN", "MLP", "LSTM", "RNN", "CharLM", "RowSequenceClassifier"]
 
-_MODELS = {"cnn": CNN, "mlp": MLP}
+_MODELS = {"cnn": CNN, "mlp": MLP, "row_sequence": RowSequenceClassifier, "char_lm": CharLM}
 
 
 def create(model_config, **kwargs):

@@ -1,0 +1,26 @@
+"""LSTM on MNIST rows: each image is a 28-step sequence of 28-pixel rows; 1×128 LSTM, Adam, 10 epochs.
+
+  TFDS_DATA_DIR=../shared/tfds python launch.py --experiment=lstm_mnist --workdir=/tmp/lstm_mnist
+
+Expected (2-core x86 CPU, jax 0.10.2): RESULT_PENDING
+"""
+
+import ml_collections
+
+from experiments import common
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = common.image_classification()
+  c.dataset = "mnist"
+  c.batch_size = 128
+  c.num_epochs = 10
+  c.optimizer = "adam"
+  c.learning_rate = 3e-3
+  c.weight_decay = 0.0
+  c.schedule = "warmup_cosine"
+  c.warmup_epochs = 0.5
+  c.grad_clip_norm = 1.0
+  c.model = ml_collections.ConfigDict(dict(name="row_sequence", cell="lstm", hidden_size=128, num_layers=1,
+                                           dropout=0.0, unroll=4))
+  return c

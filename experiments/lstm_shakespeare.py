@@ -1,0 +1,38 @@
+"""Character-level LSTM language model on tiny_shakespeare (1×512 LSTM, Adam); prints and saves a sample.
+
+  TFDS_DATA_DIR=../shared/tfds python launch.py --experiment=lstm_shakespeare --workdir=/tmp/lstm_shakespeare
+
+Expected (2-core x86 CPU, jax 0.10.2): RESULT_PENDING
+"""
+
+import ml_collections
+
+TRAINER = "fnets.train_lm"
+
+
+def get_config(cell: str = "lstm") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.dataset = "tiny_shakespeare"
+  c.data_dir = ""  # empty: $TFDS_DATA_DIR, else ~/tensorflow_datasets
+  c.batch_size = 64
+  c.seq_len = 128
+  c.num_steps = 3000
+  c.max_steps = 0  # stop after this many steps when > 0 (smoke runs)
+  c.log_every_steps = 50
+  c.eval_every_steps = 500
+  c.eval_streams = 64
+  c.optimizer = "adam"
+  c.learning_rate = 2e-3
+  c.momentum = 0.0
+  c.nesterov = False
+  c.weight_decay = 0.0
+  c.schedule = "warmup_cosine"
+  c.warmup_epochs = 100.0  # in steps here: an "epoch" of the schedule is one step
+  c.grad_clip_norm = 1.0
+  c.model = ml_collections.ConfigDict(dict(name="char_lm", cell=cell, embed_dim=128, hidden_size=512,
+                                           num_layers=1, dropout=0.0, unroll=4))
+  c.sample_prompt = "ROMEO:"
+  c.sample_length = 400
+  c.sample_temperature = 0.8
+  return c

@@ -1,0 +1,78 @@
+"""Flax wrappers of the pure LSTM/RNN functions, and the sequence models built from them."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fnets.models import lstm, rnn
+
+
+class LSTM(nn.Module):
+  """`fnets.models.lstm` as a Flax layer: (x_BxTxD, state) -> (y_BxTxH, final state). Params in "cells"."""
+  hidden_size: int
+  num_layers: int = 1
+  dropout: float = 0.0  # between layers, in training
+  unroll: int = 1
+  forget_bias: float = 1.0
+
+  apply_fn = staticmethod(lstm.apply)
+
+  def init_params(self, key, input_size):
+    return lstm.init(key, input_size, self.hidden_size, self.num_layers, self.forget_bias)
+
+  @nn.compact
+  def __call__(self, x_BxTxD, state=None, *, mask_BxT=None, train: bool = False):
+    params = self.param("cells", lambda key: self.init_params(key, x_BxTxD.shape[-1]))
+    key = self.make_rng("dropout") if train and self.dropout > 0 else None
+    return self.apply_fn(params, x_BxTxD, state, mask_BxT=mask_BxT, dropout=self.dropout, key=key,
+                         unroll=self.unroll)
+
+
+class RNN(LSTM):
+  """`fnets.models.rnn` as a Flax layer, same interface as LSTM (forget_bias is unused)."""
+  apply_fn = staticmethod(rnn.apply)
+
+  def init_params(self, key, input_size):
+    return rnn.init(key, input_size, self.hidden_size, self.num_layers)
+
+
+CELLS = {"lstm": LSTM, "rnn": RNN}
+
+
+class CharLM(nn.Module):
+  """Character language model: Embed → LSTM (or RNN) → Dense over the vocabulary."""
+  vocab_size: int
+  embed_dim: int = 128
+  hidden_size: int = 512
+  num_layers: int = 1
+  cell: str = "lstm"
+  dropout: float = 0.0
+  unroll: int = 1
+
+  @nn.compact
+  def __call__(self, tokens_BxT, state=None, *, train: bool = False):
+    """Returns (logits_BxTxV, final state)."""
+    if self.cell not in CELLS:
+      raise ValueError(f"unknown cell {self.cell!r}; choose one of {sorted(CELLS)}")
+    x_BxTxE = nn.Embed(self.vocab_size, self.embed_dim)(tokens_BxT)
+    y_BxTxH, state = CELLS[self.cell](self.hidden_size, self.num_layers, self.dropout, self.unroll)(
+        x_BxTxE, state, train=train)
+    y_BxTxH = nn.Dropout(self.dropout, deterministic=not train)(y_BxTxH)
+    return nn.Dense(self.vocab_size)(y_BxTxH), state
+
+
+class RowSequenceClassifier(nn.Module):
+  """Reads an image as a sequence of its rows (MNIST: 28 steps of 28 pixels) and classifies from the last h."""
+  hidden_size: int = 128
+  num_layers: int = 1
+  cell: str = "lstm"
+  dropout: float = 0.0
+  unroll: int = 1
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x_BHWC, *, train: bool) -> jax.Array:
+    B, H, W, C = x_BHWC.shape
+    x_BxTxD = x_BHWC.reshape(B, H, W * C).astype(jnp.float32)
+    y_BxTxH, _ = CELLS[self.cell](self.hidden_size, self.num_layers, self.dropout, self.unroll)(x_BxTxD, train=train)
+    return nn.Dense(self.num_classes)(y_BxTxH[:, -1])

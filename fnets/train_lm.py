@@ -1,0 +1,127 @@
+"""Character language modelling: `train_and_evaluate(config, workdir)` for the LSTM/RNN on tiny_shakespeare.
+
+Stages: run directory → input (text, vocabulary) → model → optimizer → jitted steps → loop → sample.
+"""
+
+import functools
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from fnets import models, optim
+from fnets.data import text as text_data
+from fnets.run_log import RunLog
+
+
+def train_step(params, opt_state, step, tokens_BxT1, *, model, tx, lr_schedule, key):
+  """One step on windows of T+1 characters: predict characters 1..T from 0..T-1."""
+  dropout_key = jax.random.fold_in(key, step)
+
+  def loss_fn(params):
+    logits_BxTxV, _ = model.apply({"params": params}, tokens_BxT1[:, :-1], train=True, rngs={"dropout": dropout_key})
+    return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, tokens_BxT1[:, 1:]).mean()
+
+  loss, grads = jax.value_and_grad(loss_fn)(params)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "learning_rate": lr_schedule(step)}
+  return optax.apply_updates(params, updates), opt_state, metrics
+
+
+def eval_chunk(params, state, inputs_BxT, targets_BxT, mask_BxT, *, model):
+  logits_BxTxV, state = model.apply({"params": params}, inputs_BxT, state)
+  nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT)
+  return state, jnp.sum(nll_BxT * mask_BxT), jnp.sum(mask_BxT)
+
+
+def evaluate(eval_fn, params, ids, num_streams: int, length: int) -> dict:
+  """Loss over the whole text, in nats and bits per character."""
+  state, total, count = None, 0.0, 0.0
+  for inputs, targets, mask in text_data.stream_chunks(ids, num_streams, length):
+    state, nll, n = eval_fn(params, state, inputs, targets, mask)
+    total, count = total + nll, count + n
+  nats = float(total / count)
+  return {"loss": nats, "bits_per_char": nats / math.log(2), "num_chars": int(count)}
+
+
+def sample(model, params, vocab: text_data.Vocab, prompt: str, length: int, temperature: float, key) -> str:
+  """Feeds `prompt`, then draws `length` characters one at a time at `temperature`, carrying the state."""
+  prompt_ids = jnp.asarray(vocab.encode(prompt))[None]
+
+  @jax.jit
+  def generate(params, key):
+    logits, state = model.apply({"params": params}, prompt_ids)
+
+    def step(carry, key):
+      logits_1xV, state = carry
+      token = jax.random.categorical(key, logits_1xV / temperature)
+      logits, state = model.apply({"params": params}, token[:, None], state)
+      return (logits[:, -1], state), token[0]
+
+    _, tokens = jax.lax.scan(step, (logits[:, -1], state), jax.random.split(key, length))
+    return tokens
+
+  return prompt + vocab.decode(generate(params, key))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains a character LM; returns the final validation metrics. Writes vocab.json and sample.txt; the
+  'test' record is the final model's loss on the test text."""
+  # --- Run directory.
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json(indent=2) + "\n")
+
+  # --- Input: vocabulary from the train split, saved with the run.
+  texts = text_data.load_text(config.dataset, config.data_dir or None, ("train", "validation", "test"))
+  vocab = text_data.Vocab.from_text(texts["train"])
+  vocab.save(os.path.join(workdir, "vocab.json"))
+  ids = {split: vocab.encode(text) for split, text in texts.items()}
+  vocab.encode(config.sample_prompt)  # a prompt the vocabulary cannot encode fails now, not after training
+  total_steps = config.num_steps if not config.max_steps else min(config.num_steps, config.max_steps)
+
+  # --- Model.
+  init_key, train_key, sample_key = jax.random.split(jax.random.key(config.seed), 3)
+  model = models.create(config.model, vocab_size=len(vocab.chars))
+  params = model.init(init_key, jnp.zeros((1, config.seq_len), jnp.int32))["params"]
+
+  # --- Optimizer.
+  lr_schedule = optim.schedule(config, total_steps, steps_per_epoch=1)
+  tx = optim.optimizer(config, lr_schedule)
+  opt_state = tx.init(params)
+
+  # --- Steps.
+  train_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, lr_schedule=lr_schedule, key=train_key),
+                     donate_argnums=(0, 1))
+  eval_fn = jax.jit(functools.partial(eval_chunk, model=model))
+
+  # --- Loop.
+  log = RunLog(workdir, total_steps)
+  window_start, window = time.time(), []
+  for step in range(total_steps):
+    batch = text_data.random_windows(ids["train"], config.batch_size, config.seq_len + 1, config.seed, step)
+    params, opt_state, metrics = train_fn(params, opt_state, step, batch)
+    window.append(metrics)
+    if (step + 1) % config.log_every_steps == 0 or step + 1 == total_steps:
+      means = {k: float(np.mean(v)) for k, v in jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *window)).items()}
+      means["chars_per_sec"] = len(window) * config.batch_size * config.seq_len / (time.time() - window_start)
+      log.write(step + 1, "train", means)
+      window_start, window = time.time(), []
+    if (step + 1) % config.eval_every_steps == 0 or step + 1 == total_steps:
+      val = evaluate(eval_fn, params, ids["validation"], config.eval_streams, config.seq_len)
+      log.write(step + 1, "eval", val)
+      window_start = time.time()  # evaluation time is not training throughput
+
+  log.write(total_steps, "test", evaluate(eval_fn, params, ids["test"], config.eval_streams, config.seq_len))
+  text = sample(model, params, vocab, config.sample_prompt, config.sample_length, config.sample_temperature,
+                sample_key)
+  with open(os.path.join(workdir, "sample.txt"), "w") as f:
+    f.write(text + "\n")
+  print(f"--- sample (temperature {config.sample_temperature}) ---\n{text}\n---")
+  log.close()
+  return val
