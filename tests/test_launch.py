@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import ROOT
@@ -28,7 +29,7 @@ def read_metrics(workdir):
     return [json.loads(line) for line in f]
 
 
-@pytest.mark.parametrize("experiment", ["cnn_cifar", "cnn_mnist", "mlp_mnist"])
+@pytest.mark.parametrize("experiment", ["cnn_cifar", "cnn_mnist", "mlp_mnist", "lstm_mnist"])
 def test_experiment_end_to_end(experiment, tmp_path):
   workdir = str(tmp_path / experiment)
   proc = launch(f"--experiment={experiment}", f"--workdir={workdir}", *SMOKE)
@@ -48,11 +49,34 @@ def test_experiment_end_to_end(experiment, tmp_path):
   assert "[train] step 3/3" in proc.stderr  # console progress
 
 
+@pytest.mark.parametrize("experiment", ["lstm_shakespeare", "rnn_shakespeare"])
+def test_language_model_end_to_end(experiment, tmp_path):
+  workdir = str(tmp_path / experiment)
+  proc = launch(f"--experiment={experiment}", f"--workdir={workdir}", "--config.max_steps=4", "--config.batch_size=4",
+                "--config.seq_len=16", "--config.eval_every_steps=2", "--config.log_every_steps=2",
+                "--config.model.hidden_size=32", "--config.model.num_layers=2", "--config.eval_streams=8",
+                "--config.sample_prompt=a", "--config.sample_length=30")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  records = read_metrics(workdir)
+  assert [(r["step"], r["split"]) for r in records] == [
+      (2, "train"), (2, "eval"), (4, "train"), (4, "eval"), (4, "test")]
+  for r in records[1:]:
+    if r["split"] != "train":
+      assert abs(r["bits_per_char"] - r["loss"] / np.log(2)) < 1e-6
+  # The mock validation text is 64 examples concatenated; all but its first character are predicted.
+  assert records[1]["num_chars"] == records[3]["num_chars"] > 100
+  sample = open(os.path.join(workdir, "sample.txt")).read()
+  assert sample.startswith("a") and len(sample.rstrip("\n")) == 31
+  assert "sample (temperature 0.8)" in proc.stdout
+  vocab = json.load(open(os.path.join(workdir, "vocab.json")))["chars"]
+  assert set(sample.rstrip("\n")) <= set(vocab)
+
+
 def test_list_describes_every_experiment():
   proc = launch("--list", real=True)
   assert proc.returncode == 0, proc.stderr
   lines = dict(line.split(None, 1) for line in proc.stdout.strip().splitlines())
-  assert {"cnn_cifar", "cnn_mnist", "mlp_mnist"} <= set(lines)
+  assert set(lines) == {"cnn_cifar", "cnn_mnist", "mlp_mnist", "lstm_mnist", "lstm_shakespeare", "rnn_shakespeare"}
   assert all(len(doc) > 10 for doc in lines.values())
 
 

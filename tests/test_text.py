@@ -1,0 +1,43 @@
+"""Character data: vocabulary, random training windows, and full-coverage evaluation streams."""
+
+import numpy as np
+import pytest
+
+from fnets.data import text
+
+
+def test_vocab_round_trip_and_save(tmp_path):
+  vocab = text.Vocab.from_text("hello world")
+  assert vocab.chars == " dehlorw"
+  assert vocab.decode(vocab.encode("world hello")) == "world hello"
+  vocab.save(tmp_path / "vocab.json")
+  assert text.Vocab.load(tmp_path / "vocab.json") == vocab
+  with pytest.raises(ValueError, match=r"characters \['z'\] are not in the vocabulary"):
+    vocab.encode("zero")
+
+
+def test_random_windows_depend_only_on_seed_and_step():
+  ids = np.arange(1000)
+  a = text.random_windows(ids, 8, 17, seed=0, step=5)
+  assert a.shape == (8, 17)
+  assert np.all(np.diff(a, axis=1) == 1)  # contiguous windows of the text
+  np.testing.assert_array_equal(a, text.random_windows(ids, 8, 17, seed=0, step=5))
+  assert not np.array_equal(a, text.random_windows(ids, 8, 17, seed=0, step=6))
+  assert not np.array_equal(a, text.random_windows(ids, 8, 17, seed=1, step=5))
+
+
+@pytest.mark.parametrize("n, streams, length", [(101, 4, 7), (50, 1, 49), (37, 5, 3)])
+def test_stream_chunks_predict_every_character_once(n, streams, length):
+  ids = np.arange(n) + 100
+  targets, previous = [], {}
+  for x, y, m in text.stream_chunks(ids, streams, length):
+    assert x.shape == y.shape == m.shape == (streams, length)
+    for s in range(streams):
+      for t in range(length):
+        if m[s, t]:
+          assert y[s, t] == x[s, t] + 1  # the target is the next character
+          if s in previous:
+            assert x[s, t] == previous[s] + 1  # each stream continues where its last chunk stopped
+          previous[s] = x[s, t]
+          targets.append(int(y[s, t]))
+  assert sorted(targets) == list(ids[1:])
