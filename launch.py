@@ -17,6 +17,9 @@ from fnets import config as config_lib
 flags.DEFINE_string("experiment", None, "Experiment to run: a file experiments/NAME.py.")
 flags.DEFINE_string("workdir", None, "Directory for config, metrics and checkpoints (default /tmp/fnets/NAME).")
 flags.DEFINE_bool("list", False, "List the experiments and exit.")
+flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resuming from the workdir's latest checkpoint), or "
+                  "eval: test metrics of the workdir's best (else latest) checkpoint, without training.")
+flags.DEFINE_bool("fresh", False, "Start again: move an existing run in --workdir aside to WORKDIR.old-TIMESTAMP.")
 FLAGS = flags.FLAGS
 
 
@@ -53,11 +56,20 @@ def main(argv):
     fail(str(e))
   workdir = FLAGS.workdir or f"/tmp/fnets/{FLAGS.experiment}"
   logging.info("experiment %s, workdir %s\n%s", FLAGS.experiment, workdir, config)
-  train_module = importlib.import_module(getattr(module, "TRAINER", "fnets.train"))
+  trainer = importlib.import_module(getattr(module, "TRAINER", "fnets.train"))
+  from fnets import runs
   from fnets.data.tfds_source import DataError
   try:
-    train_module.train_and_evaluate(config, workdir)
-  except (DataError, ValueError) as e:
+    if FLAGS.mode == "eval":
+      trainer.evaluate_checkpoint(config, workdir)
+      return
+    if FLAGS.fresh and (moved := runs.move_aside(workdir)):
+      logging.info("--fresh: the previous run in %s was moved to %s", workdir, moved)
+    trainer.train_and_evaluate(config, workdir)
+  except runs.Preempted as e:
+    print(f"{e}: checkpoint saved in {workdir}; run the same command to resume.", file=sys.stderr)
+    sys.exit(128 + e.signum)
+  except (DataError, runs.RunError, ValueError) as e:
     fail(str(e))
 
 

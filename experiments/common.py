@@ -13,6 +13,8 @@ def image_classification() -> ml_collections.ConfigDict:
   c.num_epochs = 10
   c.max_steps = 0  # stop after this many steps when > 0 (smoke runs)
   c.log_every_steps = 100
+  c.checkpoint_every_steps = 500  # and at the end of every epoch
+  c.keep_checkpoints = 3
   # Augmentation (random crop from a reflect-padded image, horizontal flip), inside the jitted step.
   c.augment = False
   c.crop_padding = 4

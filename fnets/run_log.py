@@ -11,13 +11,14 @@ from absl import logging
 class RunLog:
   """Appends `{"step", "split", metric: value}` records; only records, never state."""
 
-  def __init__(self, workdir: str, total_steps: int):
+  def __init__(self, workdir: str, total_steps: int, resume_step: int = 0):
     from tensorboardX import SummaryWriter  # imported here: it is only needed once a run writes
-    os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    path = os.path.join(workdir, "metrics.jsonl")
+    _drop_records_after(path, resume_step)
+    self._jsonl = open(path, "a")
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
     self._total_steps = total_steps
-    self._start = time.time()
+    self._start, self._start_step = time.time(), resume_step
 
   def write(self, step: int, split: str, metrics: dict) -> dict:
     record = {"step": int(step), "split": split, **{k: _scalar(v) for k, v in metrics.items()}}
@@ -29,14 +30,29 @@ class RunLog:
     self._tb.flush()
     text = "  ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k not in ("step", "split"))
     eta = ""
-    if split == "train" and 0 < step < self._total_steps:
-      eta = f"  ETA {_duration((time.time() - self._start) / step * (self._total_steps - step))}"
+    if split == "train" and self._start_step < step < self._total_steps:
+      per_step = (time.time() - self._start) / (step - self._start_step)
+      eta = f"  ETA {_duration(per_step * (self._total_steps - step))}"
     logging.info("[%s] step %d/%d  %s%s", split, step, self._total_steps, text, eta)
     return record
 
   def close(self):
     self._jsonl.close()
     self._tb.close()
+
+
+def _drop_records_after(path: str, step: int) -> None:
+  """On resume, the records written after the checkpoint (and the final "test" one) are dropped: the resumed
+  run writes them again. The file is replaced atomically, so a crash here loses nothing."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  keep = [line for line in lines if line.strip() and (r := json.loads(line))["step"] <= step and r["split"] != "test"]
+  if len(keep) != len(lines):
+    with open(f"{path}.tmp", "w") as f:
+      f.writelines(keep)
+    os.replace(f"{path}.tmp", path)
 
 
 def _scalar(v):

@@ -4,7 +4,7 @@ Stages, in order: run directory → input → model → optimizer and state → 
 """
 
 import functools
-import json
+import itertools
 import os
 import time
 from typing import Any
@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 
-from fnets import models, optim
+from fnets import models, optim, runs
 from fnets.data import images as image_data
 from fnets.run_log import RunLog
 
@@ -75,13 +76,8 @@ def evaluate(eval_fn, state, split: image_data.ImageSplit, batch_size: int) -> d
           "num_examples": int(sums["count"])}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains `config.model` on `config.dataset`, evaluating every epoch; returns the final test metrics."""
-  # --- Run directory.
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json(indent=2) + "\n")
-
+def _setup(config: ml_collections.ConfigDict):
+  """Input, model, optimizer, the initial state and the jitted steps: everything a run or its evaluation needs."""
   # --- Input.
   data = image_data.load(config.dataset, config.data_dir or None)
   steps_per_epoch = len(data.train.labels_N) // config.batch_size
@@ -89,9 +85,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.max_steps:
     total_steps = min(total_steps, config.max_steps)
 
-  # --- Model.
-  key = jax.random.key(config.seed)
-  init_key, train_key = jax.random.split(key)
+  # --- Model: one seed gives the parameters and, folded with the step, every step's augmentation and dropout.
+  init_key, train_key = jax.random.split(jax.random.key(config.seed))
   model = models.create(config.model, num_classes=data.num_classes)
   variables = jax.jit(functools.partial(model.init, train=False))(init_key, data.train.images_NHWC[:1])
 
@@ -106,30 +101,83 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_fn = jax.jit(functools.partial(train_step, tx=tx, lr_schedule=lr_schedule, config=config, key=train_key,
                                        **constants), donate_argnums=0)
   eval_fn = jax.jit(functools.partial(eval_step, **constants))
+  return data, state, train_fn, eval_fn, steps_per_epoch, total_steps
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config.model` on `config.dataset`, evaluating every epoch; returns the final test metrics.
+
+  Rerunning with the same config and workdir resumes from the latest checkpoint, with the same result as an
+  uninterrupted run. SIGTERM/Ctrl-C save a checkpoint and raise runs.Preempted."""
+  # --- Run directory: refuses another config's run, records this start.
+  runs.start(workdir, config)
+  data, state, train_fn, eval_fn, steps_per_epoch, total_steps = _setup(config)
+
+  # --- Checkpoints: resume from the latest. The data position and all randomness follow from the step.
+  checkpoints = runs.Checkpoints(workdir, config.keep_checkpoints, best_metric="accuracy", best_mode="max")
+  state = checkpoints.restore(state) or state
+  step = int(state.step)
+  log = RunLog(workdir, total_steps, resume_step=step)
+  if step:
+    logging.info("resumed from %s/%d", checkpoints.directory, step)
 
   # --- Loop.
-  log = RunLog(workdir, total_steps)
-  step, epoch = 0, 0
-  while step < total_steps:
-    window_start, window_steps, window_metrics = time.time(), 0, []
-    for images, labels in image_data.train_batches(data.train, config.batch_size, config.seed, epoch):
-      state, metrics = train_fn(state, images, labels)
-      step, window_steps = step + 1, window_steps + 1
-      window_metrics.append(metrics)
-      if step % config.log_every_steps == 0 or step == total_steps:
-        means = {k: float(np.mean(v)) for k, v in jax.device_get(
-            jax.tree.map(lambda *xs: jnp.stack(xs), *window_metrics)).items()}
-        means["examples_per_sec"] = window_steps * config.batch_size / (time.time() - window_start)
-        log.write(step, "train", {**means, "epoch": step / steps_per_epoch})
-        window_start, window_steps, window_metrics = time.time(), 0, []
-      if step >= total_steps:
-        break
-    epoch += 1
-    # Per-epoch evaluation is on the test split (no validation split is carved out by default); nothing in
-    # the loop selects on it.
-    test = evaluate(eval_fn, state, data.test, config.eval_batch_size)
-    log.write(step, "eval", {**test, "epoch": epoch})
+  window, window_start, test = [], time.time(), None
 
-  log.write(step, "test", test)  # the final state's evaluation above
-  log.close()
+  def save(metrics=None):
+    runs.check_finite(step - len(window) + 1, [m["loss"] for m in jax.device_get(window)])  # never save a NaN
+    checkpoints.save(step, state, metrics)
+
+  try:
+    with runs.StopSignals() as stop:
+      while step < total_steps:
+        epoch, skip = divmod(step, steps_per_epoch)
+        batches = image_data.train_batches(data.train, config.batch_size, config.seed, epoch)
+        for images, labels in itertools.islice(batches, skip, None):
+          state, metrics = train_fn(state, images, labels)
+          step += 1
+          window.append(metrics)
+          if step % config.log_every_steps == 0 or step == total_steps:
+            host = jax.device_get(window)
+            runs.check_finite(step - len(window) + 1, [m["loss"] for m in host])
+            means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+            means["examples_per_sec"] = len(window) * config.batch_size / (time.time() - window_start)
+            log.write(step, "train", {**means, "epoch": step / steps_per_epoch})
+            window, window_start = [], time.time()
+          if stop.signum:
+            save()
+            raise runs.Preempted(step, stop.signum)
+          if step == total_steps:
+            break
+          # (At an epoch's end the save comes after its evaluation, below, so a resumed run never skips one.)
+          if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and step % steps_per_epoch:
+            save()
+        # End of an epoch (or of training). The per-epoch evaluation is on the test split (no validation split
+        # is carved out by default); only the "best" checkpoint selects on it.
+        test = evaluate(eval_fn, state, data.test, config.eval_batch_size)
+        log.write(step, "eval", {**test, "epoch": step / steps_per_epoch})
+        save(test)
+        window_start = time.time()
+    if test is None:  # the run had already finished
+      test = evaluate(eval_fn, state, data.test, config.eval_batch_size)
+    log.write(step, "test", test)
+    return test
+  finally:
+    log.close()
+    checkpoints.close()
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, best: bool = True) -> dict:
+  """Test metrics of a run's best (else latest) checkpoint, without training; also written to eval.json."""
+  data, state, _, eval_fn, _, _ = _setup(config)
+  checkpoints = runs.Checkpoints(workdir, config.keep_checkpoints, best_metric="accuracy", best_mode="max")
+  try:
+    restored = (checkpoints.restore(state, best=True) if best else None) or checkpoints.restore(state)
+  finally:
+    checkpoints.close()
+  if restored is None:
+    raise runs.RunError(f"{workdir} has no checkpoint to evaluate; train first (same command without --mode=eval)")
+  test = {**evaluate(eval_fn, restored, data.test, config.eval_batch_size), "checkpoint_step": int(restored.step)}
+  runs.write_json(os.path.join(workdir, "eval.json"), test)
+  logging.info("[test] checkpoint step %d: %s", test["checkpoint_step"], test)
   return test

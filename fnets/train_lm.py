@@ -13,8 +13,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 
-from fnets import models, optim
+from fnets import models, optim, runs
 from fnets.data import text as text_data
 from fnets.run_log import RunLog
 
@@ -69,14 +70,7 @@ def sample(model, params, vocab: text_data.Vocab, prompt: str, length: int, temp
   return prompt + vocab.decode(generate(params, key))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains a character LM; returns the final validation metrics. Writes vocab.json and sample.txt; the
-  'test' record is the final model's loss on the test text."""
-  # --- Run directory.
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json(indent=2) + "\n")
-
+def _setup(config: ml_collections.ConfigDict, workdir: str):
   # --- Input: vocabulary from the train split, saved with the run.
   texts = text_data.load_text(config.dataset, config.data_dir or None, ("train", "validation", "test"))
   vocab = text_data.Vocab.from_text(texts["train"])
@@ -90,38 +84,85 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = models.create(config.model, vocab_size=len(vocab.chars))
   params = model.init(init_key, jnp.zeros((1, config.seq_len), jnp.int32))["params"]
 
-  # --- Optimizer.
+  # --- Optimizer: the state is a plain dict, saved whole in checkpoints.
   lr_schedule = optim.schedule(config, total_steps, steps_per_epoch=1)
   tx = optim.optimizer(config, lr_schedule)
-  opt_state = tx.init(params)
+  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
   # --- Steps.
   train_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, lr_schedule=lr_schedule, key=train_key),
                      donate_argnums=(0, 1))
   eval_fn = jax.jit(functools.partial(eval_chunk, model=model))
+  return vocab, ids, model, state, train_fn, eval_fn, total_steps, sample_key
 
-  # --- Loop.
-  log = RunLog(workdir, total_steps)
-  window_start, window = time.time(), []
-  for step in range(total_steps):
-    batch = text_data.random_windows(ids["train"], config.batch_size, config.seq_len + 1, config.seed, step)
-    params, opt_state, metrics = train_fn(params, opt_state, step, batch)
-    window.append(metrics)
-    if (step + 1) % config.log_every_steps == 0 or step + 1 == total_steps:
-      means = {k: float(np.mean(v)) for k, v in jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *window)).items()}
-      means["chars_per_sec"] = len(window) * config.batch_size * config.seq_len / (time.time() - window_start)
-      log.write(step + 1, "train", means)
-      window_start, window = time.time(), []
-    if (step + 1) % config.eval_every_steps == 0 or step + 1 == total_steps:
-      val = evaluate(eval_fn, params, ids["validation"], config.eval_streams, config.seq_len)
-      log.write(step + 1, "eval", val)
-      window_start = time.time()  # evaluation time is not training throughput
 
-  log.write(total_steps, "test", evaluate(eval_fn, params, ids["test"], config.eval_streams, config.seq_len))
-  text = sample(model, params, vocab, config.sample_prompt, config.sample_length, config.sample_temperature,
-                sample_key)
-  with open(os.path.join(workdir, "sample.txt"), "w") as f:
-    f.write(text + "\n")
-  print(f"--- sample (temperature {config.sample_temperature}) ---\n{text}\n---")
-  log.close()
-  return val
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains a character LM; returns the final validation metrics. Writes vocab.json and sample.txt; the
+  'test' record is the final model's loss on the test text. Resumes from the workdir's latest checkpoint."""
+  runs.start(workdir, config)
+  vocab, ids, model, state, train_fn, eval_fn, total_steps, sample_key = _setup(config, workdir)
+  checkpoints = runs.Checkpoints(workdir, config.keep_checkpoints, best_metric="loss", best_mode="min")
+  state = checkpoints.restore(state) or state
+  params, opt_state, step = state["params"], state["opt_state"], int(state["step"])
+  log = RunLog(workdir, total_steps, resume_step=step)
+  evaluate_text = lambda split: evaluate(eval_fn, params, ids[split], config.eval_streams, config.seq_len)
+
+  # --- Loop: the batch of each step follows from (seed, step), so a resumed run sees the same data.
+  window, window_start = [], time.time()
+
+  def save(metrics=None):
+    runs.check_finite(step - len(window) + 1, [m["loss"] for m in jax.device_get(window)])  # never save a NaN
+    checkpoints.save(step, {"step": jnp.asarray(step, jnp.int32), "params": params, "opt_state": opt_state}, metrics)
+
+  try:
+    with runs.StopSignals() as stop:
+      while step < total_steps:
+        batch = text_data.random_windows(ids["train"], config.batch_size, config.seq_len + 1, config.seed, step)
+        params, opt_state, metrics = train_fn(params, opt_state, step, batch)
+        step += 1
+        window.append(metrics)
+        if step % config.log_every_steps == 0 or step == total_steps:
+          host = jax.device_get(window)
+          runs.check_finite(step - len(window) + 1, [m["loss"] for m in host])
+          means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+          means["chars_per_sec"] = len(window) * config.batch_size * config.seq_len / (time.time() - window_start)
+          log.write(step, "train", means)
+          window, window_start = [], time.time()
+        if stop.signum:
+          save()
+          raise runs.Preempted(step, stop.signum)
+        if step % config.eval_every_steps == 0 or step == total_steps:
+          save(log.write(step, "eval", evaluate_text("validation")))
+          window_start = time.time()  # evaluation time is not training throughput
+        elif config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+          save()
+    val = evaluate_text("validation")
+    log.write(step, "test", evaluate_text("test"))
+    text = sample(model, params, vocab, config.sample_prompt, config.sample_length, config.sample_temperature,
+                  sample_key)
+    with open(os.path.join(workdir, "sample.txt"), "w") as f:
+      f.write(text + "\n")
+    print(f"--- sample (temperature {config.sample_temperature}) ---\n{text}\n---")
+    return val
+  finally:
+    log.close()
+    checkpoints.close()
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, best: bool = True) -> dict:
+  """Validation and test loss of a run's best (else latest) checkpoint, without training; also to eval.json."""
+  _, ids, _, state, _, eval_fn, _, _ = _setup(config, workdir)
+  checkpoints = runs.Checkpoints(workdir, config.keep_checkpoints, best_metric="loss", best_mode="min")
+  try:
+    restored = (checkpoints.restore(state, best=True) if best else None) or checkpoints.restore(state)
+  finally:
+    checkpoints.close()
+  if restored is None:
+    raise runs.RunError(f"{workdir} has no checkpoint to evaluate; train first (same command without --mode=eval)")
+  out = {"checkpoint_step": int(restored["step"])}
+  for split in ("validation", "test"):
+    metrics = evaluate(eval_fn, restored["params"], ids[split], config.eval_streams, config.seq_len)
+    out.update({f"{split}_{k}": v for k, v in metrics.items()})
+  runs.write_json(os.path.join(workdir, "eval.json"), out)
+  logging.info("[test] checkpoint step %d: %s", out["checkpoint_step"], out)
+  return out

@@ -1,0 +1,158 @@
+"""Training-step speed of the fnets LSTM against flax.linen's nn.RNN(nn.OptimizedLSTMCell) and torch.nn.LSTM.
+
+  python benchmarks/lstm_speed.py            # large (B=64, T=128, E=128, H=512) and small sizes
+  python benchmarks/lstm_speed.py --quick    # fewer repetitions
+
+One step = forward + backward + Adam update of Embed → LSTM → Dense (vocab 65) on random tokens; tokens/s is
+B·T / step time (median of several timed runs). Torch is measured only where it is installed (it is no
+dependency of fnets: `pip install torch==2.13.0`), with 2 threads. Also prints compile time of the scan against
+a Python-unrolled loop, and the effect of scan `unroll`.
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+import fnets  # noqa: F401  (XLA flags before JAX starts)
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from fnets.models import lstm
+
+V = 65
+
+
+class FlaxLSTMLM(nn.Module):
+  E: int
+  H: int
+
+  @nn.compact
+  def __call__(self, tokens):
+    x = nn.Embed(V, self.E)(tokens)
+    y = nn.RNN(nn.OptimizedLSTMCell(self.H))(x)
+    return nn.Dense(V)(y)
+
+
+class FnetsLSTMLM(nn.Module):
+  E: int
+  H: int
+  unroll: int = 1
+  python_loop: bool = False
+
+  @nn.compact
+  def __call__(self, tokens):
+    x = nn.Embed(V, self.E)(tokens)
+    if self.python_loop:  # the same equations, unrolled in Python: what lax.scan saves us from
+      params = self.param("cells", lambda k: lstm.init(k, self.E, self.H))
+      c = h = jnp.zeros((x.shape[0], self.H))
+      ys = []
+      for t in range(x.shape[1]):
+        c, h = lstm.cell(params[0], c, h, x[:, t])
+        ys.append(h)
+      y = jnp.stack(ys, 1)
+    else:
+      from fnets.models.sequence import LSTM
+      y, _ = LSTM(self.H, unroll=self.unroll)(x)
+    return nn.Dense(V)(y)
+
+
+def jax_step_fn(model, B, T):
+  tokens = jax.random.randint(jax.random.key(0), (B, T + 1), 0, V)
+  params = model.init(jax.random.key(1), tokens[:, :-1])["params"]
+  tx = optax.adam(1e-3)
+  opt_state = tx.init(params)
+
+  @jax.jit
+  def step(params, opt_state, tokens):
+    def loss_fn(p):
+      logits = model.apply({"params": p}, tokens[:, :-1])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  t0 = time.perf_counter()
+  compiled = step.lower(params, opt_state, tokens).compile()
+  compile_s = time.perf_counter() - t0
+  state = [params, opt_state]
+
+  def run():
+    state[0], state[1], loss = compiled(state[0], state[1], tokens)
+    loss.block_until_ready()
+  return run, compile_s
+
+
+def torch_step_fn(B, T, E, H):
+  import torch
+  torch.set_num_threads(2)
+  torch.manual_seed(0)
+  emb, rnn, head = torch.nn.Embedding(V, E), torch.nn.LSTM(E, H, batch_first=True), torch.nn.Linear(H, V)
+  params = [*emb.parameters(), *rnn.parameters(), *head.parameters()]
+  opt = torch.optim.Adam(params, 1e-3)
+  tokens = torch.randint(0, V, (B, T + 1))
+
+  def run():
+    opt.zero_grad()
+    y, _ = rnn(emb(tokens[:, :-1]))
+    loss = torch.nn.functional.cross_entropy(head(y).reshape(-1, V), tokens[:, 1:].reshape(-1))
+    loss.backward()
+    opt.step()
+  return run, 0.0
+
+
+def time_steps(run, repeats, steps):
+  run()
+  run()  # warm up
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      run()
+    times.append((time.perf_counter() - t0) / steps)
+  return statistics.median(times)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true")
+  args = parser.parse_args()
+  repeats, steps = (3, 3) if args.quick else (5, 5)
+  try:
+    import torch  # noqa: F401
+    have_torch = True
+  except ImportError:
+    have_torch = False
+  print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs; torch: "
+        f"{torch.__version__ if have_torch else 'not installed'}")
+
+  for name, (B, T, E, H) in {"large": (64, 128, 128, 512), "small": (32, 64, 64, 128)}.items():
+    print(f"\n== {name}: batch {B}, seq {T}, embed {E}, hidden {H} (tokens/s, higher is better)")
+    results = {}
+    candidates = {"fnets (unroll 1)": lambda: jax_step_fn(FnetsLSTMLM(E, H, unroll=1), B, T),
+                  "fnets (unroll 4)": lambda: jax_step_fn(FnetsLSTMLM(E, H, unroll=4), B, T),
+                  "flax OptimizedLSTMCell": lambda: jax_step_fn(FlaxLSTMLM(E, H), B, T)}
+    if have_torch:
+      candidates["torch.nn.LSTM (2 threads)"] = lambda: torch_step_fn(B, T, E, H)
+    for label, make in candidates.items():
+      run, compile_s = make()
+      step_s = time_steps(run, repeats, steps)
+      results[label] = B * T / step_s
+      print(f"  {label:<27} {results[label]:>9.0f} tokens/s  {step_s * 1e3:7.1f} ms/step"
+            + (f"  compile {compile_s:.1f} s" if compile_s else ""))
+    best = max(results["fnets (unroll 1)"], results["fnets (unroll 4)"])
+    print(f"  fnets / flax  = {best / results['flax OptimizedLSTMCell']:.2f}x")
+    if have_torch:
+      print(f"  fnets / torch = {best / results['torch.nn.LSTM (2 threads)']:.2f}x")
+
+  B, T, E, H = 32, 32, 64, 128
+  print(f"\n== compile time, batch {B}, seq {T}, embed {E}, hidden {H}")
+  for label, model in {"lax.scan": FnetsLSTMLM(E, H), "Python-unrolled loop": FnetsLSTMLM(E, H, python_loop=True)}.items():
+    run, compile_s = jax_step_fn(model, B, T)
+    print(f"  {label:<22} compile {compile_s:6.2f} s   step {time_steps(run, 3, 3) * 1e3:7.2f} ms")
+
+
+if __name__ == "__main__":
+  main()

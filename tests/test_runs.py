@@ -1,0 +1,173 @@
+"""Runs survive being killed, resume bitwise, refuse mixing configs, stop on NaN, and evaluate checkpoints."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import ROOT
+from test_launch import launch, read_metrics
+
+# A tiny CNN on 64 mock MNIST examples: 8 steps an epoch, 30 epochs, a checkpoint every 10 steps.
+TINY = ["--experiment=cnn_mnist", "--config.batch_size=8", "--config.num_epochs=30", "--config.log_every_steps=5",
+        "--config.checkpoint_every_steps=10", "--config.model.conv_features=(4,8)", "--config.model.dense_features=(16,)",
+        "--config.augment=true", "--config.eval_batch_size=32"]
+TOTAL_STEPS = 240
+
+
+def popen(workdir, log_path):
+  """Starts a run in the background, its output to a file (a pipe nobody reads would block it)."""
+  env = {**os.environ, "PYTHONPATH": ROOT}
+  log = open(log_path, "w")
+  return subprocess.Popen([sys.executable, os.path.join("tests", "mocked_launch.py"), *TINY, f"--workdir={workdir}"],
+                          cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def saved_steps(workdir):
+  directory = os.path.join(workdir, "checkpoints")
+  return sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
+
+
+def wait_for_checkpoint(workdir, proc, min_step, timeout=240):
+  start = time.time()
+  while not [s for s in saved_steps(workdir) if s >= min_step]:
+    assert proc.poll() is None, "the run ended before it was stopped"
+    assert time.time() - start < timeout
+    time.sleep(0.02)
+
+
+def final_params(workdir):
+  path = os.path.join(workdir, "checkpoints", str(TOTAL_STEPS), "default")
+  with ocp.StandardCheckpointer() as checkpointer:
+    return checkpointer.restore(path)
+
+
+def eval_records(workdir):
+  return [(r["step"], r["split"], r["loss"], r["accuracy"]) for r in read_metrics(workdir) if r["split"] != "train"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("runs") / "uninterrupted")
+  proc = launch(*TINY, f"--workdir={workdir}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir
+
+
+def assert_same_run(workdir, reference):
+  assert eval_records(workdir) == eval_records(reference)
+  a, b = final_params(workdir), final_params(reference)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert np.array_equal(x, y)  # bitwise
+
+
+def test_killed_run_resumes_bitwise(uninterrupted, tmp_path):
+  workdir = str(tmp_path / "killed")
+  proc = popen(workdir, tmp_path / "log.txt")
+  wait_for_checkpoint(workdir, proc, min_step=40)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert saved_steps(workdir)[-1] < TOTAL_STEPS
+  resumed = launch(*TINY, f"--workdir={workdir}")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed from" in resumed.stderr
+  assert_same_run(workdir, uninterrupted)
+  assert len(json.load(open(os.path.join(workdir, "run.json")))) == 2  # one record per start
+
+
+def test_sigterm_saves_then_the_same_command_resumes(uninterrupted, tmp_path):
+  workdir = str(tmp_path / "preempted")
+  proc = popen(workdir, tmp_path / "log.txt")
+  wait_for_checkpoint(workdir, proc, min_step=20)
+  proc.send_signal(signal.SIGTERM)
+  proc.wait(timeout=120)
+  stderr = (tmp_path / "log.txt").read_text()
+  assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+  line = [l for l in stderr.splitlines() if "stopped by SIGTERM at step" in l][0]
+  step = int(line.split("at step ")[1].split(":")[0])
+  assert "checkpoint saved" in line and "run the same command to resume" in line
+  assert step in saved_steps(workdir) and step < TOTAL_STEPS
+  resumed = launch(*TINY, f"--workdir={workdir}")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert_same_run(workdir, uninterrupted)
+
+
+def test_eval_mode_restores_the_best_checkpoint(uninterrupted):
+  proc = launch(*TINY, f"--workdir={uninterrupted}", "--mode=eval")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.load(open(os.path.join(uninterrupted, "eval.json")))
+  evals = [r for r in read_metrics(uninterrupted) if r["split"] == "eval"]
+  best = max(evals, key=lambda r: r["accuracy"])
+  assert result["accuracy"] == best["accuracy"]
+  assert result["checkpoint_step"] in [r["step"] for r in evals if r["accuracy"] == best["accuracy"]]
+
+
+def test_changed_config_is_refused_unless_fresh(uninterrupted, tmp_path):
+  workdir = str(tmp_path / "run")
+  assert launch(*TINY, f"--workdir={workdir}", "--config.max_steps=3").returncode == 0
+  before = open(os.path.join(workdir, "metrics.jsonl")).read()
+  proc = launch(*TINY, f"--workdir={workdir}", "--config.max_steps=3", "--config.learning_rate=0.2")
+  assert proc.returncode != 0
+  assert "holds a run with another config" in proc.stderr
+  assert "learning_rate: recorded 0.1, now 0.2" in proc.stderr and "--fresh" in proc.stderr
+  assert open(os.path.join(workdir, "metrics.jsonl")).read() == before  # nothing touched
+  proc = launch(*TINY, f"--workdir={workdir}", "--config.max_steps=3", "--config.learning_rate=0.2", "--fresh")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  (old,) = [d for d in os.listdir(tmp_path) if d.startswith("run.old-")]
+  assert open(os.path.join(tmp_path, old, "metrics.jsonl")).read() == before  # moved aside, not deleted
+  assert json.load(open(os.path.join(workdir, "config.json")))["learning_rate"] == 0.2
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+  workdir = str(tmp_path / "nan")
+  proc = launch(*TINY, f"--workdir={workdir}", "--config.learning_rate=1e30", "--config.checkpoint_every_steps=1",
+                "--config.log_every_steps=1", "--config.model.batch_norm=false")
+  assert proc.returncode != 0
+  line = [l for l in proc.stderr.splitlines() if "the training loss is" in l][0]
+  bad_step = int(line.split(" at step ")[1].split(";")[0])
+  assert "keeps its last good checkpoint" in line
+  assert saved_steps(workdir) and max(saved_steps(workdir)) == bad_step - 1
+  assert "Traceback" not in proc.stderr
+
+
+def test_corrupted_checkpoint_is_a_clear_error_and_left_alone(uninterrupted, tmp_path):
+  workdir = str(tmp_path / "corrupt")
+  assert launch(*TINY, f"--workdir={workdir}", "--config.max_steps=20").returncode == 0
+  data_dir = os.path.join(workdir, "checkpoints", "20", "default", "ocdbt.process_0", "d")
+  for name in os.listdir(data_dir):
+    with open(os.path.join(data_dir, name), "r+b") as f:
+      f.write(b"garbage" * 10)
+  digest = lambda: sorted(hashlib.md5(open(os.path.join(r, n), "rb").read()).hexdigest()
+                          for r, _, files in os.walk(os.path.join(workdir, "checkpoints")) for n in files)
+  before = digest()
+  proc = launch(*TINY, f"--workdir={workdir}", "--config.max_steps=20")
+  assert proc.returncode != 0
+  assert "checkpoints/20 cannot be restored" in proc.stderr and "It was left as it is" in proc.stderr
+  assert digest() == before
+
+
+def test_checkpoint_of_other_shapes_is_a_clear_error(tmp_path):
+  from fnets import runs
+  checkpoints = runs.Checkpoints(str(tmp_path), keep=2, best_metric="accuracy", best_mode="max")
+  checkpoints.save(1, {"w": np.ones((3, 4), np.float32)})
+  with pytest.raises(runs.RunError, match="cannot be restored"):
+    checkpoints.restore({"w": np.ones((5, 4), np.float32)})
+  np.testing.assert_array_equal(checkpoints.restore({"w": np.zeros((3, 4), np.float32)})["w"], np.ones((3, 4)))
+  checkpoints.close()
+
+
+def test_unwritable_workdir_fails_before_training(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a directory")
+  proc = launch(*TINY, f"--workdir={blocker}/run")
+  assert proc.returncode != 0
+  assert "cannot write to workdir" in proc.stderr and "Choose another --workdir" in proc.stderr
