@@ -48,7 +48,14 @@ def _drop_records_after(path: str, step: int) -> None:
     return
   with open(path) as f:
     lines = f.readlines()
-  keep = [line for line in lines if line.strip() and (r := json.loads(line))["step"] <= step and r["split"] != "test"]
+  keep = []
+  for line in lines:
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:  # a line cut short by a kill
+      continue
+    if record["step"] <= step and record["split"] != "test":
+      keep.append(line)
   if len(keep) != len(lines):
     with open(f"{path}.tmp", "w") as f:
       f.writelines(keep)

@@ -30,7 +30,7 @@ def train_step(params, opt_state, step, tokens_BxT1, *, model, tx, lr_schedule, 
 
   loss, grads = jax.value_and_grad(loss_fn)(params)
   updates, opt_state = tx.update(grads, opt_state, params)
-  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "learning_rate": lr_schedule(step)}
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": lr_schedule(step)}
   return optax.apply_updates(params, updates), opt_state, metrics
 
 
@@ -132,7 +132,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           save()
           raise runs.Preempted(step, stop.signum)
         if step % config.eval_every_steps == 0 or step == total_steps:
-          save(log.write(step, "eval", evaluate_text("validation")))
+          val = evaluate_text("validation")
+          log.write(step, "eval", val)
+          save(val)
           window_start = time.time()  # evaluation time is not training throughput
         elif config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
           save()

@@ -58,8 +58,8 @@ def gate_split(a):
   return jnp.split(a, 4, axis=-1)
 
 
-def cell(layer: dict, c_prev, h_prev, x_t):
-  """One LSTM step, the equations gate by gate. Returns (c_t, h_t)."""
+def cell(layer: dict, c_prev, h_prev, x_t, with_gates: bool = False):
+  """One LSTM step, the equations gate by gate. Returns (c_t, h_t), and the gates {f, i, g, o} if asked."""
   W_i, W_f, W_g, W_o = gate_split(layer["W"])
   U_i, U_f, U_g, U_o = gate_split(layer["U"])
   b_i, b_f, b_g, b_o = gate_split(layer["b"])
@@ -69,7 +69,7 @@ def cell(layer: dict, c_prev, h_prev, x_t):
   o = σ(x_t @ W_o + h_prev @ U_o + b_o)
   c = f * c_prev + i * g
   h = o * jnp.tanh(c)
-  return c, h
+  return (c, h, {"f": f, "i": i, "g": g, "o": o}) if with_gates else (c, h)
 
 
 def _fused_step(U, c_prev, h_prev, xWb_t):
