@@ -1,6 +1,10 @@
 """Image classification: `train_and_evaluate(config, workdir)`, callable from launch.py or a notebook.
 
 Stages, in order: run directory → input → model → optimizer and state → jitted steps → loop.
+
+With `config.ensemble_size = K > 1`, K members are trained at once by `jax.vmap` over a leading member axis of
+the train state: member k is exactly the run of seed `config.seed + k` (its own init, data order, augmentation and
+dropout), and evaluation reports the ensemble (mean of the members' probabilities) and each member.
 """
 
 import functools
@@ -35,7 +39,7 @@ def cross_entropy(logits_BxC, labels_B, label_smoothing: float = 0.0):
   return optax.softmax_cross_entropy(logits_BxC, targets_BxC)
 
 
-def train_step(state: TrainState, images_BHWC, labels_B, *, model, tx, lr_schedule, config, mean_C, std_C, key):
+def train_step(state: TrainState, images_BHWC, labels_B, key, *, model, tx, lr_schedule, config, mean_C, std_C):
   """One SGD step. All randomness (augmentation, dropout) comes from `key` folded with the step number, so a
   step's result depends only on (seed, step, batch)."""
   aug_key, dropout_key = jax.random.split(jax.random.fold_in(key, state.step))
@@ -57,13 +61,24 @@ def train_step(state: TrainState, images_BHWC, labels_B, *, model, tx, lr_schedu
   return new_state, metrics
 
 
-def eval_step(state: TrainState, images_BHWC, labels_B, mask_B, *, model, mean_C, std_C):
-  """Sums of loss and correct predictions over the unmasked examples of one batch."""
-  x_BHWC = image_data.normalize(images_BHWC, mean_C, std_C)
-  logits_BxC = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x_BHWC, train=False)
+def _eval_sums(logits_BxC, labels_B, mask_B):
   return {"loss": jnp.sum(cross_entropy(logits_BxC, labels_B) * mask_B),
           "correct": jnp.sum((jnp.argmax(logits_BxC, -1) == labels_B) * mask_B),
           "count": jnp.sum(mask_B)}
+
+
+def eval_step(state: TrainState, images_BHWC, labels_B, mask_B, *, model, mean_C, std_C, ensemble: bool):
+  """Sums of loss and correct predictions over the unmasked examples of one batch; for an ensemble, those of
+  the ensemble's prediction (the mean of the members' probabilities) and, under "members", of each member."""
+  x_BHWC = image_data.normalize(images_BHWC, mean_C, std_C)
+  logits = lambda state: model.apply({"params": state.params, "batch_stats": state.batch_stats}, x_BHWC, train=False)
+  if not ensemble:
+    return _eval_sums(logits(state), labels_B, mask_B)
+  logits_KxBxC = jax.vmap(logits)(state)
+  K = logits_KxBxC.shape[0]
+  ensemble_logits_BxC = jax.nn.logsumexp(jax.nn.log_softmax(logits_KxBxC), axis=0) - jnp.log(K)
+  return {**_eval_sums(ensemble_logits_BxC, labels_B, mask_B),
+          "members": jax.vmap(_eval_sums, in_axes=(0, None, None))(logits_KxBxC, labels_B, mask_B)}
 
 
 def evaluate(eval_fn, state, split: image_data.ImageSplit, batch_size: int) -> dict:
@@ -72,8 +87,23 @@ def evaluate(eval_fn, state, split: image_data.ImageSplit, batch_size: int) -> d
     out = eval_fn(state, *batch)
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
   sums = jax.device_get(sums)
-  return {"loss": float(sums["loss"] / sums["count"]), "accuracy": float(sums["correct"] / sums["count"]),
-          "num_examples": int(sums["count"])}
+  metrics = {"loss": float(sums["loss"] / sums["count"]), "accuracy": float(sums["correct"] / sums["count"]),
+             "num_examples": int(sums["count"])}
+  if "members" in sums:
+    members = sums["members"]
+    metrics["member_accuracy"] = (members["correct"] / members["count"]).tolist()
+    metrics["member_loss"] = (members["loss"] / members["count"]).tolist()
+    metrics["member_mean_accuracy"] = float(np.mean(metrics["member_accuracy"]))
+  return metrics
+
+
+def member_batches(split, config, epoch: int):
+  """The training batches of one epoch: member k of an ensemble reads the data order of seed `seed + k`."""
+  if config.ensemble_size == 1:
+    return image_data.train_batches(split, config.batch_size, config.seed, epoch)
+  streams = [image_data.train_batches(split, config.batch_size, config.seed + k, epoch)
+             for k in range(config.ensemble_size)]
+  return (tuple(np.stack(parts) for parts in zip(*batches)) for batches in zip(*streams))
 
 
 def _setup(config: ml_collections.ConfigDict):
@@ -85,22 +115,30 @@ def _setup(config: ml_collections.ConfigDict):
   if config.max_steps:
     total_steps = min(total_steps, config.max_steps)
 
-  # --- Model: one seed gives the parameters and, folded with the step, every step's augmentation and dropout.
-  init_key, train_key = jax.random.split(jax.random.key(config.seed))
+  # --- Model, optimizer and train state: one seed gives the parameters and, folded with the step, every step's
+  # augmentation and dropout.
   model = models.create(config.model, num_classes=data.num_classes)
-  variables = jax.jit(functools.partial(model.init, train=False))(init_key, data.train.images_NHWC[:1])
-
-  # --- Optimizer and train state.
   lr_schedule = optim.schedule(config, total_steps, steps_per_epoch)
   tx = optim.optimizer(config, lr_schedule)
-  state = TrainState(jnp.zeros((), jnp.int32), variables["params"], variables.get("batch_stats", {}),
-                     tx.init(variables["params"]))
+
+  def init(seed):
+    init_key, train_key = jax.random.split(jax.random.key(seed))
+    variables = model.init(init_key, data.train.images_NHWC[:1], train=False)
+    return TrainState(jnp.zeros((), jnp.int32), variables["params"], variables.get("batch_stats", {}),
+                      tx.init(variables["params"])), train_key
 
   # --- Steps: everything on the hot path inside one jit; the old state's buffers are reused (donated).
   constants = dict(model=model, mean_C=data.mean_C, std_C=data.std_C)
-  train_fn = jax.jit(functools.partial(train_step, tx=tx, lr_schedule=lr_schedule, config=config, key=train_key,
-                                       **constants), donate_argnums=0)
-  eval_fn = jax.jit(functools.partial(eval_step, **constants))
+  step_fn = functools.partial(train_step, tx=tx, lr_schedule=lr_schedule, config=config, **constants)
+  ensemble = config.ensemble_size > 1
+  if ensemble:
+    state, train_key = jax.jit(jax.vmap(init))(config.seed + jnp.arange(config.ensemble_size))
+    step_fn = jax.vmap(step_fn)
+  else:
+    state, train_key = jax.jit(init)(config.seed)
+  step_fn = jax.jit(step_fn, donate_argnums=0)
+  train_fn = lambda state, images, labels: step_fn(state, images, labels, train_key)
+  eval_fn = jax.jit(functools.partial(eval_step, ensemble=ensemble, **constants))
   return data, state, train_fn, eval_fn, steps_per_epoch, total_steps
 
 
@@ -116,7 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # --- Checkpoints: resume from the latest. The data position and all randomness follow from the step.
   checkpoints = runs.Checkpoints(workdir, config.keep_checkpoints, best_metric="accuracy", best_mode="max")
   state = checkpoints.restore(state) or state
-  step = int(state.step)
+  step = int(np.max(state.step))  # (one per member in an ensemble, all equal)
   log = RunLog(workdir, total_steps, resume_step=step)
   if step:
     logging.info("resumed from %s/%d", checkpoints.directory, step)
@@ -125,21 +163,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   window, window_start, test = [], time.time(), None
 
   def save(metrics=None):
-    runs.check_finite(step - len(window) + 1, [m["loss"] for m in jax.device_get(window)])  # never save a NaN
+    runs.check_finite(step - len(window) + 1, [np.sum(m["loss"]) for m in jax.device_get(window)])  # no NaN saved
     checkpoints.save(step, state, metrics)
 
   try:
     with runs.StopSignals() as stop:
       while step < total_steps:
         epoch, skip = divmod(step, steps_per_epoch)
-        batches = image_data.train_batches(data.train, config.batch_size, config.seed, epoch)
+        batches = member_batches(data.train, config, epoch)
         for images, labels in itertools.islice(batches, skip, None):
           state, metrics = train_fn(state, images, labels)
           step += 1
           window.append(metrics)
           if step % config.log_every_steps == 0 or step == total_steps:
             host = jax.device_get(window)
-            runs.check_finite(step - len(window) + 1, [m["loss"] for m in host])
+            runs.check_finite(step - len(window) + 1, [np.sum(m["loss"]) for m in host])
             means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
             means["examples_per_sec"] = len(window) * config.batch_size / (time.time() - window_start)
             log.write(step, "train", {**means, "epoch": step / steps_per_epoch})
@@ -177,7 +215,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, best: b
     checkpoints.close()
   if restored is None:
     raise runs.RunError(f"{workdir} has no checkpoint to evaluate; train first (same command without --mode=eval)")
-  test = {**evaluate(eval_fn, restored, data.test, config.eval_batch_size), "checkpoint_step": int(restored.step)}
+  test = {**evaluate(eval_fn, restored, data.test, config.eval_batch_size),
+          "checkpoint_step": int(np.max(restored.step))}
   runs.write_json(os.path.join(workdir, "eval.json"), test)
   logging.info("[test] checkpoint step %d: %s", test["checkpoint_step"], test)
   return test

@@ -33,7 +33,7 @@ def test_cnn_cifar_shapes_and_params():
 
 def test_cnn_mnist_and_mlp_mnist_params():
   cnn = models.create(cnn_mnist.get_config().model, num_classes=10)
-  widths = (1, 32, 32, 64, 64)
+  widths = (1, 16, 32, 32, 64)
   expected = sum(conv_bn(a, b) for a, b in zip(widths, widths[1:])) + (7 * 7 * 64 * 256 + 256) + (256 * 10 + 10)
   assert param_count(init(cnn, (1, 28, 28, 1))["params"]) == expected
   mlp = models.create(mlp_mnist.get_config().model, num_classes=10)
