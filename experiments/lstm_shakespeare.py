@@ -17,10 +17,10 @@ def get_config(cell: str = "lstm") -> ml_collections.ConfigDict:
   c.data_dir = ""  # empty: $TFDS_DATA_DIR, else ~/tensorflow_datasets
   c.batch_size = 64
   c.seq_len = 128
-  c.num_steps = 3000
+  c.num_steps = 2000
   c.max_steps = 0  # stop after this many steps when > 0 (smoke runs)
   c.log_every_steps = 50
-  c.eval_every_steps = 500
+  c.eval_every_steps = 250
   c.eval_streams = 64
   c.checkpoint_every_steps = 250  # and at every evaluation
   c.keep_checkpoints = 3
@@ -33,7 +33,7 @@ def get_config(cell: str = "lstm") -> ml_collections.ConfigDict:
   c.warmup_epochs = 100.0  # in steps here: an "epoch" of the schedule is one step
   c.grad_clip_norm = 1.0
   c.model = ml_collections.ConfigDict(dict(name="char_lm", cell=cell, embed_dim=128, hidden_size=512,
-                                           num_layers=1, dropout=0.0, unroll=4))
+                                           num_layers=1, dropout=0.0, unroll=1))
   c.sample_prompt = "ROMEO:"
   c.sample_length = 400
   c.sample_temperature = 0.8
