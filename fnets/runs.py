@@ -165,6 +165,18 @@ class Checkpoints:
     self._best.close()
 
 
+def restore_for_eval(workdir: str, like, best_metric: str, best_mode: str):
+  """The best checkpoint of a run, else its latest; a RunError if it has none."""
+  checkpoints = Checkpoints(workdir, 1, best_metric, best_mode)
+  try:
+    restored = checkpoints.restore(like, best=True) or checkpoints.restore(like)
+  finally:
+    checkpoints.close()
+  if restored is None:
+    raise RunError(f"{workdir} has no checkpoint to evaluate; train first (the same command without --mode=eval)")
+  return restored
+
+
 # --- What stops a run.
 
 def check_finite(first_step: int, losses) -> None:

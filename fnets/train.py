@@ -205,16 +205,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     checkpoints.close()
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, best: bool = True) -> dict:
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Test metrics of a run's best (else latest) checkpoint, without training; also written to eval.json."""
   data, state, _, eval_fn, _, _ = _setup(config)
-  checkpoints = runs.Checkpoints(workdir, config.keep_checkpoints, best_metric="accuracy", best_mode="max")
-  try:
-    restored = (checkpoints.restore(state, best=True) if best else None) or checkpoints.restore(state)
-  finally:
-    checkpoints.close()
-  if restored is None:
-    raise runs.RunError(f"{workdir} has no checkpoint to evaluate; train first (same command without --mode=eval)")
+  restored = runs.restore_for_eval(workdir, state, best_metric="accuracy", best_mode="max")
   test = {**evaluate(eval_fn, restored, data.test, config.eval_batch_size),
           "checkpoint_step": int(np.max(restored.step))}
   runs.write_json(os.path.join(workdir, "eval.json"), test)

@@ -151,16 +151,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     checkpoints.close()
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, best: bool = True) -> dict:
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Validation and test loss of a run's best (else latest) checkpoint, without training; also to eval.json."""
   _, ids, _, state, _, eval_fn, _, _ = _setup(config, workdir)
-  checkpoints = runs.Checkpoints(workdir, config.keep_checkpoints, best_metric="loss", best_mode="min")
-  try:
-    restored = (checkpoints.restore(state, best=True) if best else None) or checkpoints.restore(state)
-  finally:
-    checkpoints.close()
-  if restored is None:
-    raise runs.RunError(f"{workdir} has no checkpoint to evaluate; train first (same command without --mode=eval)")
+  restored = runs.restore_for_eval(workdir, state, best_metric="loss", best_mode="min")
   out = {"checkpoint_step": int(restored["step"])}
   for split in ("validation", "test"):
     metrics = evaluate(eval_fn, restored["params"], ids[split], config.eval_streams, config.seq_len)

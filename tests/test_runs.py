@@ -171,3 +171,31 @@ def test_unwritable_workdir_fails_before_training(tmp_path):
   proc = launch(*TINY, f"--workdir={blocker}/run")
   assert proc.returncode != 0
   assert "cannot write to workdir" in proc.stderr and "Choose another --workdir" in proc.stderr
+
+
+def test_language_model_resumes_to_the_same_result(mock_tfds, tmp_path):
+  """A finished LM run with its last checkpoints removed resumes from an earlier one and ends identically."""
+  import shutil
+
+  from experiments import lstm_shakespeare
+  from fnets import config as config_lib
+  from fnets import train_lm
+  config = config_lib.override(lstm_shakespeare.get_config(), [
+      "--config.num_steps=8", "--config.batch_size=4", "--config.seq_len=16", "--config.eval_every_steps=4",
+      "--config.checkpoint_every_steps=2", "--config.log_every_steps=2", "--config.model.hidden_size=16",
+      "--config.eval_streams=4", "--config.sample_prompt=a", "--config.sample_length=10"])
+  workdir = str(tmp_path / "lm")
+  first = train_lm.train_and_evaluate(config, workdir)
+  params_at_8 = final_params_at(workdir, 8)
+  for step in (6, 8):
+    shutil.rmtree(os.path.join(workdir, "checkpoints", str(step)))
+  assert saved_steps(workdir) == [4]
+  assert train_lm.train_and_evaluate(config, workdir) == first
+  for a, b in zip(jax.tree.leaves(final_params_at(workdir, 8)), jax.tree.leaves(params_at_8)):
+    assert np.array_equal(a, b)
+  assert [r["step"] for r in read_metrics(workdir) if r["split"] == "eval"] == [4, 8]
+
+
+def final_params_at(workdir, step):
+  with ocp.StandardCheckpointer() as checkpointer:
+    return checkpointer.restore(os.path.join(workdir, "checkpoints", str(step), "default"))["params"]
