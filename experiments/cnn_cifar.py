@@ -2,7 +2,9 @@
 
   TFDS_DATA_DIR=../shared/tfds python launch.py --experiment=cnn_cifar --workdir=/tmp/cnn_cifar
 
-Expected (2-core x86 CPU, jax 0.10.2): RESULT_PENDING
+Expected (2-core x86 CPU, jax 0.10.2, ../shared/tfds CIFAR-10, which is decoded from JPEG): 85.1% test accuracy
+(seed 0: 0.8507) in 52m56s of wall time, ~3.9 min an epoch (233 s median; the first includes compiling).
+The margin over 85% is thin: other seeds may land a few tenths either side.
 """
 
 import ml_collections
