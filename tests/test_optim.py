@@ -1,0 +1,65 @@
+"""Schedules and optimizers chosen by config."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from fnets import optim
+
+
+def config(**kw):
+  base = dict(learning_rate=1.0, schedule="constant", warmup_epochs=1.0, optimizer="sgd", momentum=0.9,
+              nesterov=True, weight_decay=0.0, grad_clip_norm=0.0)
+  return ml_collections.ConfigDict({**base, **kw})
+
+
+def test_schedules():
+  lr = lambda kind: [float(optim.schedule(config(schedule=kind), 100, 10)(s)) for s in (0, 5, 10, 55, 100)]
+  assert lr("constant") == [1.0] * 5
+  cosine = lr("cosine")
+  assert cosine[0] == 1.0 and cosine[-1] == pytest.approx(0.0, abs=1e-6) and cosine[3] < cosine[2]
+  warm = lr("warmup_cosine")  # 10 warmup steps from 0.1 to 1, then cosine to 0
+  assert warm[0] == pytest.approx(0.1) and warm[1] == pytest.approx(0.55) and warm[2] == pytest.approx(1.0)
+  assert warm[-1] == pytest.approx(0.0, abs=1e-6)
+  one = lr("onecycle")  # linear up over 10 steps, linear down to 0 at step 100
+  assert one[:3] == pytest.approx([0.1, 0.55, 1.0]) and one[3] == pytest.approx(0.5) and one[4] == pytest.approx(0.0)
+  with pytest.raises(ValueError, match="unknown schedule 'step'"):
+    optim.schedule(config(schedule="step"), 100, 10)
+
+
+def quadratic_params():
+  return {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}
+
+
+def one_update(cfg, grads):
+  tx = optim.optimizer(cfg, cfg.learning_rate)
+  params = quadratic_params()
+  updates, _ = tx.update(grads, tx.init(params), params)
+  return updates
+
+
+def test_sgd_weight_decay_spares_biases():
+  zero = jax.tree.map(jnp.zeros_like, quadratic_params())
+  updates = one_update(config(weight_decay=0.1, momentum=0.0, nesterov=False), zero)
+  np.testing.assert_allclose(updates["kernel"], -0.1 * np.ones((2, 2)))
+  np.testing.assert_allclose(updates["bias"], 0.0)
+
+
+def test_nesterov_adam_adamw_and_clipping():
+  grads = {"kernel": jnp.full((2, 2), 3.0), "bias": jnp.full(2, 4.0)}
+  # Nesterov SGD's first step: -(g + momentum * g) * lr.
+  np.testing.assert_allclose(one_update(config(), grads)["bias"], -(4.0 + 0.9 * 4.0))
+  # Adam's first step is -lr * sign(g); AdamW adds decoupled decay -lr * wd * w on kernels only.
+  np.testing.assert_allclose(one_update(config(optimizer="adam"), grads)["bias"], -1.0, rtol=1e-4)
+  adamw = one_update(config(optimizer="adamw", weight_decay=0.5), grads)
+  np.testing.assert_allclose(adamw["kernel"], -1.5, rtol=1e-4)
+  np.testing.assert_allclose(adamw["bias"], -1.0, rtol=1e-4)
+  # Clipping to global norm 1 scales the gradient before the optimizer.
+  clipped = one_update(config(momentum=0.0, nesterov=False, grad_clip_norm=1.0), grads)
+  norm = float(optax.tree.norm(grads))
+  np.testing.assert_allclose(clipped["bias"], -4.0 / norm, rtol=1e-6)
+  with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
+    optim.optimizer(config(optimizer="lion"), 1.0)
