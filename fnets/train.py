@@ -118,7 +118,8 @@ def _setup(config: ml_collections.ConfigDict):
   # --- Model, optimizer and train state: one seed gives the parameters and, folded with the step, every step's
   # augmentation and dropout.
   model = models.create(config.model, num_classes=data.num_classes)
-  lr_schedule = optim.schedule(config, total_steps, steps_per_epoch)
+  # The schedule spans all epochs even when max_steps stops the run early (a smoke run sees the real rates).
+  lr_schedule = optim.schedule(config, steps_per_epoch * config.num_epochs, steps_per_epoch)
   tx = optim.optimizer(config, lr_schedule)
 
   def init(seed):

@@ -85,7 +85,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str):
   params = model.init(init_key, jnp.zeros((1, config.seq_len), jnp.int32))["params"]
 
   # --- Optimizer: the state is a plain dict, saved whole in checkpoints.
-  lr_schedule = optim.schedule(config, total_steps, steps_per_epoch=1)
+  lr_schedule = optim.schedule(config, config.num_steps, steps_per_epoch=1)  # all steps, even under max_steps
   tx = optim.optimizer(config, lr_schedule)
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
