@@ -108,7 +108,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   evaluate_text = lambda split: evaluate(eval_fn, params, ids[split], config.eval_streams, config.seq_len)
 
   # --- Loop: the batch of each step follows from (seed, step), so a resumed run sees the same data.
-  window, window_start = [], time.time()
+  window, window_start, val = [], time.time(), None
 
   def save(metrics=None):
     runs.check_finite(step - len(window) + 1, [m["loss"] for m in jax.device_get(window)])  # never save a NaN
@@ -138,7 +138,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           window_start = time.time()  # evaluation time is not training throughput
         elif config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
           save()
-    val = evaluate_text("validation")
+    if val is None:  # the run had already finished
+      val = evaluate_text("validation")
     log.write(step, "test", evaluate_text("test"))
     text = sample(model, params, vocab, config.sample_prompt, config.sample_length, config.sample_temperature,
                   sample_key)
