@@ -2,6 +2,10 @@
 
   python launch.py --list                                   # experiments, one line each
   python launch.py --experiment=cnn_mnist --config.num_epochs=2 --config.learning_rate=0.05
+
+Every device of the machine is used (the global batch is split over them). Multi-host: run the same command on
+every host with --distributed (TPU pods, SLURM: JAX finds the rest), or with --coordinator_address,
+--num_processes and --process_id.
 """
 
 import importlib
@@ -20,6 +24,11 @@ flags.DEFINE_bool("list", False, "List the experiments and exit.")
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resuming from the workdir's latest checkpoint), or "
                   "eval: test metrics of the workdir's best (else latest) checkpoint, without training.")
 flags.DEFINE_bool("fresh", False, "Start again: move an existing run in --workdir aside to WORKDIR.old-TIMESTAMP.")
+flags.DEFINE_bool("distributed", False, "Join a multi-process run through jax.distributed, with the settings JAX "
+                  "detects (TPU pod, SLURM, ...). Implied by --coordinator_address.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 of a multi-process run.")
+flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
+flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run, 0..num_processes-1.")
 FLAGS = flags.FLAGS
 
 
@@ -57,14 +66,16 @@ def main(argv):
   workdir = FLAGS.workdir or f"/tmp/fnets/{FLAGS.experiment}"
   logging.info("experiment %s, workdir %s\n%s", FLAGS.experiment, workdir, config)
   trainer = importlib.import_module(getattr(module, "TRAINER", "fnets.train"))
-  from fnets import runs
+  from fnets import parallel, runs
   from fnets.data.tfds_source import DataError
+  parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, auto=FLAGS.distributed)
   try:
     if FLAGS.mode == "eval":
       trainer.evaluate_checkpoint(config, workdir)
       return
-    if FLAGS.fresh and (moved := runs.move_aside(workdir)):
+    if FLAGS.fresh and parallel.is_primary() and (moved := runs.move_aside(workdir)):
       logging.info("--fresh: the previous run in %s was moved to %s", workdir, moved)
+    parallel.sync("fresh")  # no process starts before the old run is out of the way
     trainer.train_and_evaluate(config, workdir)
   except runs.Preempted as e:
     print(f"{e}: checkpoint saved in {workdir}; run the same command to resume.", file=sys.stderr)

@@ -12,6 +12,8 @@ def image_classification() -> ml_collections.ConfigDict:
   c.eval_batch_size = 1000
   c.num_epochs = 10
   c.max_steps = 0  # stop after this many steps when > 0 (smoke runs)
+  c.dtype = "float32"  # or bfloat16: computation only; params, optimizer state and loss stay float32
+  c.param_sharding = "replicated"  # or fsdp: large arrays of the train state split over the devices
   c.ensemble_size = 1  # K > 1: train the runs of seeds seed..seed+K-1 at once (vmap), report the ensemble
   c.log_every_steps = 100
   c.checkpoint_every_steps = 500  # and at the end of every epoch

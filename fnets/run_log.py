@@ -4,14 +4,19 @@ import json
 import os
 import time
 
+import jax
 import numpy as np
 from absl import logging
 
 
 class RunLog:
-  """Appends `{"step", "split", metric: value}` records; only records, never state."""
+  """Appends `{"step", "split", metric: value}` records; only records, never state. In a multi-process run
+  only process 0 writes (the metrics are global: every process holds the same values)."""
 
   def __init__(self, workdir: str, total_steps: int, resume_step: int = 0):
+    self._enabled = jax.process_index() == 0
+    if not self._enabled:
+      return
     from tensorboardX import SummaryWriter  # imported here: it is only needed once a run writes
     path = os.path.join(workdir, "metrics.jsonl")
     _drop_records_after(path, resume_step)
@@ -22,6 +27,8 @@ class RunLog:
 
   def write(self, step: int, split: str, metrics: dict) -> dict:
     record = {"step": int(step), "split": split, **{k: _scalar(v) for k, v in metrics.items()}}
+    if not self._enabled:
+      return record
     self._jsonl.write(json.dumps(record) + "\n")
     self._jsonl.flush()
     for name, value in record.items():
@@ -37,6 +44,8 @@ class RunLog:
     return record
 
   def close(self):
+    if not self._enabled:
+      return
     self._jsonl.close()
     self._tb.close()
 

@@ -66,11 +66,12 @@ def _config_diff(recorded: dict, current: dict, prefix: str = "") -> list[str]:
 
 
 def start(workdir: str, config) -> None:
-  """Checks that `workdir` is writable and holds no run of another config; records this start."""
+  """Checks that `workdir` is writable and holds no run of another config; records this start. In a
+  multi-process run every process checks, and process 0 writes."""
   current = json.loads(config.to_json())
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
+    probe = os.path.join(workdir, f".write_test.{jax.process_index()}")
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
@@ -84,13 +85,16 @@ def start(workdir: str, config) -> None:
       raise RunError(f"workdir {workdir} holds a run with another config:\n" + "\n".join(diff) +
                      "\nUse another --workdir, rerun with the recorded config to resume it, or pass --fresh to move "
                      "the old run aside and start again.")
-  else:
+  elif jax.process_index() == 0:
     _write_atomic(config_path, json.dumps(current, indent=2) + "\n")
+  if jax.process_index() != 0:
+    return
   record_path = os.path.join(workdir, "run.json")
   records = json.load(open(record_path)) if os.path.exists(record_path) else []
   records.append({"started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                   "command": sys.argv, "seed": config.seed, "git": _git_state(), "versions": _versions(),
-                  "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]})
+                  "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+                  "processes": jax.process_count()})
   _write_atomic(record_path, json.dumps(records, indent=2) + "\n")
 
 

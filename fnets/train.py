@@ -1,6 +1,7 @@
 """Image classification: `train_and_evaluate(config, workdir)`, callable from launch.py or a notebook.
 
-Stages, in order: run directory → input → model → optimizer and state → jitted steps → loop.
+Stages, in order: run directory → mesh → input → model → optimizer and state → jitted steps → checkpoints → loop.
+The same code runs on one device or many, in one process or many (fnets/parallel.py).
 
 With `config.ensemble_size = K > 1`, K members are trained at once by `jax.vmap` over a leading member axis of
 the train state: member k is exactly the run of seed `config.seed + k` (its own init, data order, augmentation and
@@ -21,7 +22,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from fnets import models, optim, runs
+from fnets import models, optim, parallel, runs
 from fnets.data import images as image_data
 from fnets.run_log import RunLog
 
@@ -86,7 +87,7 @@ def evaluate(eval_fn, state, split: image_data.ImageSplit, batch_size: int) -> d
   for batch in image_data.eval_batches(split, batch_size):
     out = eval_fn(state, *batch)
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-  sums = jax.device_get(sums)
+  sums = parallel.to_host(sums)
   metrics = {"loss": float(sums["loss"] / sums["count"]), "accuracy": float(sums["correct"] / sums["count"]),
              "num_examples": int(sums["count"])}
   if "members" in sums:
@@ -107,7 +108,12 @@ def member_batches(split, config, epoch: int):
 
 
 def _setup(config: ml_collections.ConfigDict):
-  """Input, model, optimizer, the initial state and the jitted steps: everything a run or its evaluation needs."""
+  """Mesh, input, model, optimizer, the initial state and the jitted steps: all a run or its evaluation needs."""
+  # --- Mesh: the global batch is split over all devices of all processes (fnets/parallel.py).
+  mesh = parallel.make_mesh()
+  parallel.check_divisible("batch_size", config.batch_size, mesh)
+  parallel.check_divisible("eval_batch_size", config.eval_batch_size, mesh)
+
   # --- Input.
   data = image_data.load(config.dataset, config.data_dir or None)
   steps_per_epoch = len(data.train.labels_N) // config.batch_size
@@ -116,8 +122,8 @@ def _setup(config: ml_collections.ConfigDict):
     total_steps = min(total_steps, config.max_steps)
 
   # --- Model, optimizer and train state: one seed gives the parameters and, folded with the step, every step's
-  # augmentation and dropout.
-  model = models.create(config.model, num_classes=data.num_classes)
+  # augmentation and dropout. Params stay float32 under dtype=bfloat16; only the computation is bf16.
+  model = models.create(config.model, num_classes=data.num_classes, dtype=models.compute_dtype(config.dtype))
   # The schedule spans all epochs even when max_steps stops the run early (a smoke run sees the real rates).
   lr_schedule = optim.schedule(config, steps_per_epoch * config.num_epochs, steps_per_epoch)
   tx = optim.optimizer(config, lr_schedule)
@@ -128,18 +134,27 @@ def _setup(config: ml_collections.ConfigDict):
     return TrainState(jnp.zeros((), jnp.int32), variables["params"], variables.get("batch_stats", {}),
                       tx.init(variables["params"])), train_key
 
-  # --- Steps: everything on the hot path inside one jit; the old state's buffers are reused (donated).
+  ensemble = config.ensemble_size > 1
+  seeds = config.seed + np.arange(config.ensemble_size) if ensemble else np.int32(config.seed)
+  init = jax.vmap(init) if ensemble else init
+  state_sharding = parallel.state_shardings(mesh, jax.eval_shape(init, seeds)[0], config.param_sharding)
+  replicated = parallel.replicated(mesh)
+  state, train_key = jax.jit(init, out_shardings=(state_sharding, replicated))(seeds)
+
+  # --- Steps: everything on the hot path inside one jit, with explicit shardings; the old state's buffers are
+  # reused (donated). An ensemble's batches are (member, batch, ...): split along the batch axis.
   constants = dict(model=model, mean_C=data.mean_C, std_C=data.std_C)
   step_fn = functools.partial(train_step, tx=tx, lr_schedule=lr_schedule, config=config, **constants)
-  ensemble = config.ensemble_size > 1
-  if ensemble:
-    state, train_key = jax.jit(jax.vmap(init))(config.seed + jnp.arange(config.ensemble_size))
-    step_fn = jax.vmap(step_fn)
-  else:
-    state, train_key = jax.jit(init)(config.seed)
-  step_fn = jax.jit(step_fn, donate_argnums=0)
-  train_fn = lambda state, images, labels: step_fn(state, images, labels, train_key)
-  eval_fn = jax.jit(functools.partial(eval_step, ensemble=ensemble, **constants))
+  step_fn = jax.vmap(step_fn) if ensemble else step_fn
+  batch = parallel.batch_sharding(mesh, batch_axis=1 if ensemble else 0)
+  step_fn = jax.jit(step_fn, in_shardings=(state_sharding, batch, batch, replicated),
+                    out_shardings=(state_sharding, replicated), donate_argnums=0)
+  train_fn = lambda state, images, labels: step_fn(state, parallel.to_global(images, batch),
+                                                   parallel.to_global(labels, batch), train_key)
+  eval_batch = parallel.batch_sharding(mesh)
+  eval_jit = jax.jit(functools.partial(eval_step, ensemble=ensemble, **constants),
+                     in_shardings=(state_sharding, eval_batch, eval_batch, eval_batch), out_shardings=replicated)
+  eval_fn = lambda state, *arrays: eval_jit(state, *(parallel.to_global(a, eval_batch) for a in arrays))
   return data, state, train_fn, eval_fn, steps_per_epoch, total_steps
 
 
@@ -155,7 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # --- Checkpoints: resume from the latest. The data position and all randomness follow from the step.
   checkpoints = runs.Checkpoints(workdir, config.keep_checkpoints, best_metric="accuracy", best_mode="max")
   state = checkpoints.restore(state) or state
-  step = int(np.max(state.step))  # (one per member in an ensemble, all equal)
+  step = int(np.max(parallel.to_host(state.step)))  # (one per member in an ensemble, all equal)
   log = RunLog(workdir, total_steps, resume_step=step)
   if step:
     logging.info("resumed from %s/%d", checkpoints.directory, step)
@@ -164,7 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   window, window_start, test = [], time.time(), None
 
   def save(metrics=None):
-    runs.check_finite(step - len(window) + 1, [np.sum(m["loss"]) for m in jax.device_get(window)])  # no NaN saved
+    runs.check_finite(step - len(window) + 1, [np.sum(m["loss"]) for m in parallel.to_host(window)])  # no NaN saved
     checkpoints.save(step, state, metrics)
 
   try:
@@ -176,8 +191,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           state, metrics = train_fn(state, images, labels)
           step += 1
           window.append(metrics)
+          if len(window) > 1:  # at most one step in flight: a stop signal is honoured within a step, not
+            jax.block_until_ready(window[-2])  # after all the steps the loop could dispatch ahead
           if step % config.log_every_steps == 0 or step == total_steps:
-            host = jax.device_get(window)
+            host = parallel.to_host(window)
             runs.check_finite(step - len(window) + 1, [np.sum(m["loss"]) for m in host])
             means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
             means["examples_per_sec"] = len(window) * config.batch_size / (time.time() - window_start)
@@ -211,7 +228,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   data, state, _, eval_fn, _, _ = _setup(config)
   restored = runs.restore_for_eval(workdir, state, best_metric="accuracy", best_mode="max")
   test = {**evaluate(eval_fn, restored, data.test, config.eval_batch_size),
-          "checkpoint_step": int(np.max(restored.step))}
-  runs.write_json(os.path.join(workdir, "eval.json"), test)
+          "checkpoint_step": int(np.max(parallel.to_host(restored.step)))}
+  if parallel.is_primary():
+    runs.write_json(os.path.join(workdir, "eval.json"), test)
   logging.info("[test] checkpoint step %d: %s", test["checkpoint_step"], test)
   return test

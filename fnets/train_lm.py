@@ -1,6 +1,7 @@
 """Character language modelling: `train_and_evaluate(config, workdir)` for the LSTM/RNN on tiny_shakespeare.
 
-Stages: run directory → input (text, vocabulary) → model → optimizer → jitted steps → loop → sample.
+Stages: run directory → mesh → input (text, vocabulary) → model → optimizer → jitted steps → checkpoints → loop
+→ sample. The same code runs on one device or many, in one process or many (fnets/parallel.py).
 """
 
 import functools
@@ -15,12 +16,12 @@ import numpy as np
 import optax
 from absl import logging
 
-from fnets import models, optim, runs
+from fnets import models, optim, parallel, runs
 from fnets.data import text as text_data
 from fnets.run_log import RunLog
 
 
-def train_step(params, opt_state, step, tokens_BxT1, *, model, tx, lr_schedule, key):
+def train_step(params, opt_state, step, tokens_BxT1, key, *, model, tx, lr_schedule):
   """One step on windows of T+1 characters: predict characters 1..T from 0..T-1."""
   dropout_key = jax.random.fold_in(key, step)
 
@@ -46,6 +47,7 @@ def evaluate(eval_fn, params, ids, num_streams: int, length: int) -> dict:
   for inputs, targets, mask in text_data.stream_chunks(ids, num_streams, length):
     state, nll, n = eval_fn(params, state, inputs, targets, mask)
     total, count = total + nll, count + n
+  total, count = parallel.to_host((total, count))
   nats = float(total / count)
   return {"loss": nats, "bits_per_char": nats / math.log(2), "num_chars": int(count)}
 
@@ -67,32 +69,49 @@ def sample(model, params, vocab: text_data.Vocab, prompt: str, length: int, temp
     _, tokens = jax.lax.scan(step, (logits[:, -1], state), jax.random.split(key, length))
     return tokens
 
-  return prompt + vocab.decode(generate(params, key))
+  return prompt + vocab.decode(parallel.to_host(generate(params, key)))
 
 
 def _setup(config: ml_collections.ConfigDict, workdir: str):
+  # --- Mesh: the global batch (and the evaluation's parallel streams) split over all devices.
+  mesh = parallel.make_mesh()
+  parallel.check_divisible("batch_size", config.batch_size, mesh)
+  parallel.check_divisible("eval_streams", config.eval_streams, mesh)
+
   # --- Input: vocabulary from the train split, saved with the run.
   texts = text_data.load_text(config.dataset, config.data_dir or None, ("train", "validation", "test"))
   vocab = text_data.Vocab.from_text(texts["train"])
-  vocab.save(os.path.join(workdir, "vocab.json"))
+  if parallel.is_primary():
+    vocab.save(os.path.join(workdir, "vocab.json"))
   ids = {split: vocab.encode(text) for split, text in texts.items()}
   vocab.encode(config.sample_prompt)  # a prompt the vocabulary cannot encode fails now, not after training
   total_steps = config.num_steps if not config.max_steps else min(config.num_steps, config.max_steps)
 
-  # --- Model.
-  init_key, train_key, sample_key = jax.random.split(jax.random.key(config.seed), 3)
-  model = models.create(config.model, vocab_size=len(vocab.chars))
-  params = model.init(init_key, jnp.zeros((1, config.seq_len), jnp.int32))["params"]
-
-  # --- Optimizer: the state is a plain dict, saved whole in checkpoints.
+  # --- Model: float32 params; the computation in config.dtype.
+  model = models.create(config.model, vocab_size=len(vocab.chars), dtype=models.compute_dtype(config.dtype))
   lr_schedule = optim.schedule(config, config.num_steps, steps_per_epoch=1)  # all steps, even under max_steps
   tx = optim.optimizer(config, lr_schedule)
-  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
-  # --- Steps.
-  train_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, lr_schedule=lr_schedule, key=train_key),
-                     donate_argnums=(0, 1))
-  eval_fn = jax.jit(functools.partial(eval_chunk, model=model))
+  # --- Optimizer and state: a plain dict, saved whole in checkpoints; one seed gives params, dropout, samples.
+  def init(seed):
+    init_key, train_key, sample_key = jax.random.split(jax.random.key(seed), 3)
+    params = model.init(init_key, jnp.zeros((1, config.seq_len), jnp.int32))["params"]
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}, train_key, sample_key
+
+  seed = np.int32(config.seed)
+  sharding = parallel.state_shardings(mesh, jax.eval_shape(init, seed)[0], config.param_sharding)
+  replicated = parallel.replicated(mesh)
+  state, train_key, sample_key = jax.jit(init, out_shardings=(sharding, replicated, replicated))(seed)
+
+  # --- Steps, with explicit shardings: params and optimizer state as placed above, the batch split over devices.
+  batch = parallel.batch_sharding(mesh)
+  train_jit = jax.jit(functools.partial(train_step, model=model, tx=tx, lr_schedule=lr_schedule),
+                      in_shardings=(sharding["params"], sharding["opt_state"], replicated, batch, replicated),
+                      out_shardings=(sharding["params"], sharding["opt_state"], replicated), donate_argnums=(0, 1))
+  train_fn = lambda params, opt_state, step, tokens: train_jit(params, opt_state, np.int32(step),
+                                                               parallel.to_global(tokens, batch), train_key)
+  eval_jit = jax.jit(functools.partial(eval_chunk, model=model))
+  eval_fn = lambda params, state, *arrays: eval_jit(params, state, *(parallel.to_global(a, batch) for a in arrays))
   return vocab, ids, model, state, train_fn, eval_fn, total_steps, sample_key
 
 
@@ -103,7 +122,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   vocab, ids, model, state, train_fn, eval_fn, total_steps, sample_key = _setup(config, workdir)
   checkpoints = runs.Checkpoints(workdir, config.keep_checkpoints, best_metric="loss", best_mode="min")
   state = checkpoints.restore(state) or state
-  params, opt_state, step = state["params"], state["opt_state"], int(state["step"])
+  params, opt_state, step = state["params"], state["opt_state"], int(parallel.to_host(state["step"]))
   log = RunLog(workdir, total_steps, resume_step=step)
   evaluate_text = lambda split: evaluate(eval_fn, params, ids[split], config.eval_streams, config.seq_len)
 
@@ -111,8 +130,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   window, window_start, val = [], time.time(), None
 
   def save(metrics=None):
-    runs.check_finite(step - len(window) + 1, [m["loss"] for m in jax.device_get(window)])  # never save a NaN
-    checkpoints.save(step, {"step": jnp.asarray(step, jnp.int32), "params": params, "opt_state": opt_state}, metrics)
+    runs.check_finite(step - len(window) + 1, [m["loss"] for m in parallel.to_host(window)])  # never save a NaN
+    step_array = parallel.to_global(np.asarray(step, np.int32), state["step"].sharding)
+    checkpoints.save(step, {"step": step_array, "params": params, "opt_state": opt_state}, metrics)
 
   try:
     with runs.StopSignals() as stop:
@@ -121,8 +141,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         params, opt_state, metrics = train_fn(params, opt_state, step, batch)
         step += 1
         window.append(metrics)
+        if len(window) > 1:  # at most one step in flight: a stop signal is honoured within a step, not
+          jax.block_until_ready(window[-2])  # after all the steps the loop could dispatch ahead
         if step % config.log_every_steps == 0 or step == total_steps:
-          host = jax.device_get(window)
+          host = parallel.to_host(window)
           runs.check_finite(step - len(window) + 1, [m["loss"] for m in host])
           means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
           means["chars_per_sec"] = len(window) * config.batch_size * config.seq_len / (time.time() - window_start)
@@ -143,9 +165,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     log.write(step, "test", evaluate_text("test"))
     text = sample(model, params, vocab, config.sample_prompt, config.sample_length, config.sample_temperature,
                   sample_key)
-    with open(os.path.join(workdir, "sample.txt"), "w") as f:
-      f.write(text + "\n")
-    print(f"--- sample (temperature {config.sample_temperature}) ---\n{text}\n---")
+    if parallel.is_primary():
+      with open(os.path.join(workdir, "sample.txt"), "w") as f:
+        f.write(text + "\n")
+      print(f"--- sample (temperature {config.sample_temperature}) ---\n{text}\n---")
     return val
   finally:
     log.close()
@@ -156,10 +179,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   """Validation and test loss of a run's best (else latest) checkpoint, without training; also to eval.json."""
   _, ids, _, state, _, eval_fn, _, _ = _setup(config, workdir)
   restored = runs.restore_for_eval(workdir, state, best_metric="loss", best_mode="min")
-  out = {"checkpoint_step": int(restored["step"])}
+  out = {"checkpoint_step": int(parallel.to_host(restored["step"]))}
   for split in ("validation", "test"):
     metrics = evaluate(eval_fn, restored["params"], ids[split], config.eval_streams, config.seq_len)
     out.update({f"{split}_{k}": v for k, v in metrics.items()})
-  runs.write_json(os.path.join(workdir, "eval.json"), out)
+  if parallel.is_primary():
+    runs.write_json(os.path.join(workdir, "eval.json"), out)
   logging.info("[test] checkpoint step %d: %s", out["checkpoint_step"], out)
   return out

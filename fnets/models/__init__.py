@@ -1,5 +1,7 @@
 """Models as pure functions: Flax modules whose `init(key, x)` and `apply(variables, x)` hold no state."""
 
+import jax.numpy as jnp
+
 from fnets.models.cnn import CNN
 from fnets.models.mlp import MLP
 from fnets.models.sequence import LSTM, RNN, CharLM, RowSequenceClassifier
@@ -16,3 +18,13 @@ def create(model_config, **kwargs):
   if name not in _MODELS:
     raise ValueError(f"unknown model {name!r}; choose one of {sorted(_MODELS)}")
   return _MODELS[name](**fields, **kwargs)
+
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str):
+  """The dtype a model computes in (`config.dtype`); parameters, optimizer state and the loss stay float32."""
+  if name not in _DTYPES:
+    raise ValueError(f"dtype {name!r} is not supported; choose one of {sorted(_DTYPES)}")
+  return _DTYPES[name]

@@ -14,8 +14,11 @@ class LSTM(nn.Module):
   dropout: float = 0.0  # between layers, in training
   unroll: int = 1
   forget_bias: float = 1.0
+  dtype: jnp.dtype = jnp.float32  # computation dtype; params are kept float32 and cast for the computation
 
   apply_fn = staticmethod(lstm.apply)
+
+  zero_state = staticmethod(lstm.zero_state)
 
   def init_params(self, key, input_size):
     return lstm.init(key, input_size, self.hidden_size, self.num_layers, self.forget_bias)
@@ -24,6 +27,10 @@ class LSTM(nn.Module):
   def __call__(self, x_BxTxD, state=None, *, mask_BxT=None, train: bool = False):
     params = self.param("cells", lambda key: self.init_params(key, x_BxTxD.shape[-1]))
     key = self.make_rng("dropout") if train and self.dropout > 0 else None
+    if self.dtype != jnp.float32:
+      cast = lambda tree: jax.tree.map(lambda a: a.astype(self.dtype), tree)
+      params, x_BxTxD = cast(params), x_BxTxD.astype(self.dtype)
+      state = cast(self.zero_state(params, x_BxTxD.shape[0]) if state is None else state)
     return self.apply_fn(params, x_BxTxD, state, mask_BxT=mask_BxT, dropout=self.dropout, key=key,
                          unroll=self.unroll)
 
@@ -31,6 +38,7 @@ class LSTM(nn.Module):
 class RNN(LSTM):
   """`fnets.models.rnn` as a Flax layer, same interface as LSTM (forget_bias is unused)."""
   apply_fn = staticmethod(rnn.apply)
+  zero_state = staticmethod(rnn.zero_state)
 
   def init_params(self, key, input_size):
     return rnn.init(key, input_size, self.hidden_size, self.num_layers)
@@ -48,17 +56,18 @@ class CharLM(nn.Module):
   cell: str = "lstm"
   dropout: float = 0.0
   unroll: int = 1
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, tokens_BxT, state=None, *, train: bool = False):
     """Returns (logits_BxTxV, final state)."""
     if self.cell not in CELLS:
       raise ValueError(f"unknown cell {self.cell!r}; choose one of {sorted(CELLS)}")
-    x_BxTxE = nn.Embed(self.vocab_size, self.embed_dim)(tokens_BxT)
-    y_BxTxH, state = CELLS[self.cell](self.hidden_size, self.num_layers, self.dropout, self.unroll)(
-        x_BxTxE, state, train=train)
+    x_BxTxE = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)(tokens_BxT)
+    y_BxTxH, state = CELLS[self.cell](self.hidden_size, self.num_layers, self.dropout, self.unroll,
+                                      dtype=self.dtype)(x_BxTxE, state, train=train)
     y_BxTxH = nn.Dropout(self.dropout, deterministic=not train)(y_BxTxH)
-    return nn.Dense(self.vocab_size)(y_BxTxH), state
+    return nn.Dense(self.vocab_size, dtype=self.dtype)(y_BxTxH).astype(jnp.float32), state
 
 
 class RowSequenceClassifier(nn.Module):
@@ -69,10 +78,12 @@ class RowSequenceClassifier(nn.Module):
   dropout: float = 0.0
   unroll: int = 1
   num_classes: int = 10
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x_BHWC, *, train: bool) -> jax.Array:
     B, H, W, C = x_BHWC.shape
     x_BxTxD = x_BHWC.reshape(B, H, W * C).astype(jnp.float32)
-    y_BxTxH, _ = CELLS[self.cell](self.hidden_size, self.num_layers, self.dropout, self.unroll)(x_BxTxD, train=train)
-    return nn.Dense(self.num_classes)(y_BxTxH[:, -1])
+    y_BxTxH, _ = CELLS[self.cell](self.hidden_size, self.num_layers, self.dropout, self.unroll,
+                                  dtype=self.dtype)(x_BxTxD, train=train)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(y_BxTxH[:, -1]).astype(jnp.float32)

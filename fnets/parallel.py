@@ -1,0 +1,99 @@
+"""Devices and hosts: the mesh, where each array lives on it, and JAX's multi-controller runtime.
+
+One code path for 1 CPU, 8 GPUs or a TPU pod. The mesh has one axis, "data", over every device of every
+process. The global batch is split along it; the train state is replicated, or, with `param_sharding="fsdp"`,
+each large array of it is split along one of its axes over the same devices (XLA gathers it where a step needs
+it). The jitted steps take these as explicit input/output shardings and XLA inserts the collectives: the loss
+is the mean over the global batch, so gradients, metrics and results are those of one device with the whole
+batch (up to the order of floating-point sums).
+
+Multi-host: every process runs the same command. `initialize` joins them through `jax.distributed` (flags, or
+what JAX detects on TPU pods and SLURM); each process builds the same global batch indices from (seed, step)
+and transfers to its own devices only their rows; all processes save checkpoints together (Orbax), only
+process 0 writes logs and files.
+"""
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA = "data"
+FSDP_MIN_SIZE = 2**14  # arrays smaller than this stay replicated under fsdp: splitting them saves nothing
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, auto: bool = False) -> None:
+  """Joins a multi-process run: with a coordinator address (host:port of process 0), or `auto` where JAX finds
+  the settings itself (TPU pods, SLURM, ...). Must run before JAX uses any device; a no-op otherwise."""
+  if coordinator_address or auto:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+
+
+def is_primary() -> bool:
+  """Process 0 writes logs, metrics and files; all processes compute and save checkpoints."""
+  return jax.process_index() == 0
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  # Auto axes: jit propagates shardings from the explicit ones given to it (jax.make_mesh defaults to Explicit).
+  return jax.make_mesh((jax.device_count(),), (DATA,), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh, batch_axis: int = 0) -> NamedSharding:
+  """Split along `batch_axis` over the devices (1 for an ensemble's (member, batch, ...) arrays)."""
+  return NamedSharding(mesh, P(*([None] * batch_axis), DATA))
+
+
+def check_divisible(name: str, size: int, mesh) -> None:
+  n = mesh.size
+  if size % n:
+    lower, upper = size // n * n, (size // n + 1) * n
+    raise ValueError(f"{name} {size} cannot be split over {n} devices: the global batch is divided equally "
+                     f"among them. Use a multiple of {n} (e.g. --config.{name}={lower or upper} or {upper}).")
+
+
+def state_shardings(mesh, state, mode: str):
+  """Shardings for every array of a train state: all replicated, or under "fsdp" each array of at least
+  FSDP_MIN_SIZE elements split along its largest axis that the device count divides (the same rule places
+  params and their optimizer moments alike)."""
+  if mode not in ("replicated", "fsdp"):
+    raise ValueError(f"param_sharding must be 'replicated' or 'fsdp', not {mode!r}")
+
+  def leaf(x):
+    shape = np.shape(x)
+    if mode == "fsdp" and int(np.prod(shape)) >= FSDP_MIN_SIZE:
+      for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
+        if shape[axis] % mesh.size == 0:
+          return NamedSharding(mesh, P(*([None] * axis), DATA))
+    return replicated(mesh)
+
+  return jax.tree.map(leaf, state)
+
+
+def to_global(x_host: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A host array holding the whole global value (the same on every process) as a global jax.Array: each
+  process copies to its devices only the slices they hold."""
+  return jax.make_array_from_callback(x_host.shape, sharding, lambda index: x_host[index])
+
+
+def to_host(tree):
+  """NumPy copies of (replicated or sharded) global arrays, on every process."""
+  def leaf(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+      return multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(jax.device_get(x))
+  return jax.tree.map(leaf, tree)
+
+
+def sync(name: str) -> None:
+  """Waits until every process reaches this point (a no-op with one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)

@@ -1,0 +1,176 @@
+"""Scale-out: the same experiment on 1 device, on 8 (forced CPU devices), with FSDP, in 2 processes through
+jax.distributed, and in bfloat16.
+
+Tolerance: on 8 devices (or 2 processes) the global batch's loss is summed in another order, so the train loss
+at every step may differ from the 1-device run's by float32 rounding; we allow a relative 1e-4 over 4 steps
+(measured: ~1e-7). bfloat16 has 8 bits of mantissa: its losses must stay within 2% of float32's.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fnets import models
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MOCKED_LAUNCH = os.path.join(ROOT, "tests", "mocked_launch.py")
+CNN = ["--experiment=cnn_mnist", "--config.max_steps=4", "--config.log_every_steps=1", "--config.batch_size=32",
+       "--config.eval_batch_size=32", "--config.learning_rate=0.02"]
+LSTM = ["--experiment=lstm_shakespeare", "--config.max_steps=4", "--config.log_every_steps=1",
+        "--config.eval_every_steps=4", "--config.batch_size=8", "--config.seq_len=16", "--config.eval_streams=8",
+        "--config.model.hidden_size=32", "--config.model.num_layers=2", "--config.sample_prompt=a",
+        "--config.sample_length=10"]
+
+
+def env(devices: int) -> dict:
+  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+          "FNETS_MOCK_EXAMPLES": "64"}
+
+
+def start(args, workdir, devices, log):
+  return subprocess.Popen([sys.executable, MOCKED_LAUNCH, *args, f"--workdir={workdir}"], env=env(devices),
+                          stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def run_all(runs: dict, tmp_path) -> dict:
+  """Starts the launches {name: (args, devices)} together (each waits on I/O part of the time), waits for all;
+  returns {name: workdir}."""
+  procs = {}
+  for name, (args, devices) in runs.items():
+    log = open(tmp_path / f"{name}.log", "w")
+    procs[name] = (start(args, tmp_path / name, devices, log), log)
+  for name, (proc, log) in procs.items():
+    rc = proc.wait(timeout=600)
+    log.close()
+    assert rc == 0, f"{name} failed:\n" + (tmp_path / f"{name}.log").read_text()[-3000:]
+  return {name: tmp_path / name for name in runs}
+
+
+def records(workdir, split):
+  lines = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  return [r for r in lines if r["split"] == split]
+
+
+def assert_same_run(a, b, rtol=1e-4):
+  train_a, train_b = records(a, "train"), records(b, "train")
+  assert [r["step"] for r in train_a] == [r["step"] for r in train_b] == [1, 2, 3, 4]
+  np.testing.assert_allclose([r["loss"] for r in train_b], [r["loss"] for r in train_a], rtol=rtol)
+  eval_a, eval_b = records(a, "eval"), records(b, "eval")
+  assert len(eval_a) == len(eval_b) >= 1
+  np.testing.assert_allclose([r["loss"] for r in eval_b], [r["loss"] for r in eval_a], rtol=rtol)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  tmp_path = tmp_path_factory.mktemp("parallel")
+  return run_all({
+      "cnn_1": (CNN, 1), "cnn_8": (CNN, 8), "cnn_8_fsdp": (CNN + ["--config.param_sharding=fsdp"], 8),
+      "lstm_1": (LSTM, 1), "lstm_8_fsdp": (LSTM + ["--config.param_sharding=fsdp"], 8),
+      "lstm_bf16": (LSTM + ["--config.dtype=bfloat16"], 1),
+  }, tmp_path)
+
+
+def test_cnn_on_8_devices_follows_the_1_device_run(runs):
+  assert json.load(open(runs["cnn_8"] / "run.json"))[-1]["devices"] == [f"cpu:{i}" for i in range(8)]
+  assert_same_run(runs["cnn_1"], runs["cnn_8"])
+  assert_same_run(runs["cnn_1"], runs["cnn_8_fsdp"])
+  # The 8-device run is a real change of placement, not the same program: float32 sums land differently.
+  assert [r["loss"] for r in records(runs["cnn_1"], "train")] != [r["loss"] for r in records(runs["cnn_8"], "train")]
+
+
+def test_lstm_on_8_devices_with_fsdp_follows_the_1_device_run(runs):
+  assert_same_run(runs["lstm_1"], runs["lstm_8_fsdp"])
+  assert records(runs["lstm_8_fsdp"], "test")[0]["num_chars"] == records(runs["lstm_1"], "test")[0]["num_chars"]
+
+
+def test_bfloat16_trains_close_to_float32(runs):
+  f32 = [r["loss"] for r in records(runs["lstm_1"], "train")]
+  bf16 = [r["loss"] for r in records(runs["lstm_bf16"], "train")]
+  assert bf16 != f32  # it did compute in bfloat16
+  np.testing.assert_allclose(bf16, f32, rtol=2e-2)
+  assert bf16[-1] < bf16[0]  # and it trains
+
+
+def test_bfloat16_computes_in_bf16_with_float32_params():
+  for config in (dict(name="char_lm", embed_dim=8, hidden_size=16), dict(name="cnn", conv_features=(4,))):
+    model = models.create(config, dtype=models.compute_dtype("bfloat16"),
+                          **({"vocab_size": 11} if config["name"] == "char_lm" else {}))
+    x = jnp.zeros((2, 5), jnp.int32) if config["name"] == "char_lm" else jnp.zeros((2, 8, 8, 1))
+    kwargs = {} if config["name"] == "char_lm" else {"train": False}
+    variables = model.init(jax.random.key(0), x, **kwargs)
+    assert {a.dtype for a in jax.tree.leaves(variables["params"])} == {jnp.dtype(jnp.float32)}
+    jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, x, **kwargs))(variables))
+    assert "dot_general" in jaxpr or "conv_general_dilated" in jaxpr
+    assert all("bf16" in line for line in jaxpr.splitlines() if "= dot_general" in line or "= conv_general" in line)
+    out = model.apply(variables, x, **kwargs)
+    assert jax.tree.leaves(out)[0].dtype == jnp.float32  # logits (and so the loss) in float32
+  with pytest.raises(ValueError, match="dtype 'float16' is not supported; choose one of"):
+    models.compute_dtype("float16")
+
+
+def test_shardings_and_batch_errors_on_8_devices():
+  script = textwrap.dedent("""
+      import numpy as np, jax, jax.numpy as jnp
+      from fnets import parallel
+      mesh = parallel.make_mesh()
+      assert mesh.size == 8
+      state = {"big": jnp.zeros((24, 4096)), "odd": jnp.zeros((3, 7001)), "small": jnp.zeros((8, 8)), "n": 0}
+      specs = {k: s.spec for k, s in parallel.state_shardings(mesh, state, "fsdp").items()}
+      assert specs == {"big": jax.P(None, "data"), "odd": jax.P(), "small": jax.P(), "n": jax.P()}, specs
+      assert all(s.spec == jax.P() for s in jax.tree.leaves(parallel.state_shardings(mesh, state, "replicated")))
+      x = np.arange(16 * 3).reshape(16, 3)
+      g = parallel.to_global(x, parallel.batch_sharding(mesh))
+      assert len(g.addressable_shards) == 8 and g.addressable_shards[1].data.shape == (2, 3)
+      assert (parallel.to_host(g) == x).all()
+      try:
+        parallel.check_divisible("batch_size", 30, mesh)
+      except ValueError as e:
+        assert "batch_size 30 cannot be split over 8 devices" in str(e) and "--config.batch_size=24 or 32" in str(e)
+      else:
+        raise AssertionError("no error")
+      print("ok")
+      """)
+  proc = subprocess.run([sys.executable, "-c", script], env=env(8), cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_through_jax_distributed(runs, tmp_path):
+  """2 processes × 2 CPU devices on localhost (gloo collectives): same losses as the 1-device run; only
+  process 0 writes logs; both save the checkpoints, and both restore them for --mode=eval."""
+  workdir = tmp_path / "two"
+
+  def launch_pair(*extra):
+    port = _free_port()
+    logs = [open(tmp_path / f"p{i}.log", "w") for i in range(2)]
+    procs = [start([*CNN, f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}",
+                    *extra], workdir, 2, logs[i]) for i in range(2)]
+    for i, proc in enumerate(procs):
+      assert proc.wait(timeout=600) == 0, (tmp_path / f"p{i}.log").read_text()[-3000:]
+      logs[i].close()
+
+  launch_pair()
+  assert_same_run(runs["cnn_1"], workdir)
+  record = json.load(open(workdir / "run.json"))
+  assert len(record) == 1 and record[0]["processes"] == 2 and len(record[0]["devices"]) == 4
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]  # (every 2 steps = each mock epoch)
+
+  launch_pair("--mode=eval")
+  evaluated = json.load(open(workdir / "eval.json"))
+  best = next(r for r in records(workdir, "eval") if r["step"] == evaluated["checkpoint_step"])
+  assert evaluated["accuracy"] == best["accuracy"]
+  np.testing.assert_allclose(evaluated["loss"], best["loss"], rtol=1e-6)
