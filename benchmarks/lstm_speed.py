@@ -4,8 +4,9 @@
   python benchmarks/lstm_speed.py --quick    # fewer repetitions
 
 One step = forward + backward + Adam update of Embed → LSTM → Dense (vocab 65) on random tokens; tokens/s is
-B·T / step time (median of several timed runs). Torch is measured only where it is installed (it is no
-dependency of fnets: `pip install torch==2.13.0`), with 2 threads. Also prints compile time of the scan against
+B·T / step time (median of several timed runs; the candidates of one size are timed in turn, A, B, C, A, B, C, ...,
+so that they see the same load). Torch is measured only where it is installed (it is no dependency of fnets:
+`pip install torch==2.13.0`), with 2 threads. Also prints compile time of the scan against
 a Python-unrolled loop, and the effect of scan `unroll`.
 """
 
@@ -104,15 +105,23 @@ def torch_step_fn(B, T, E, H):
 
 
 def time_steps(run, repeats, steps):
-  run()
-  run()  # warm up
-  times = []
+  return time_interleaved({"": run}, repeats, steps)[""]
+
+
+def time_interleaved(runs: dict, repeats, steps):
+  """Median seconds per step of each run, timed in rounds (A, B, C, A, B, C, ...) so that a change in the load of
+  the machine during the measurement affects all candidates alike."""
+  for run in runs.values():
+    run()
+    run()  # warm up
+  times = {label: [] for label in runs}
   for _ in range(repeats):
-    t0 = time.perf_counter()
-    for _ in range(steps):
-      run()
-    times.append((time.perf_counter() - t0) / steps)
-  return statistics.median(times)
+    for label, run in runs.items():
+      t0 = time.perf_counter()
+      for _ in range(steps):
+        run()
+      times[label].append((time.perf_counter() - t0) / steps)
+  return {label: statistics.median(t) for label, t in times.items()}
 
 
 def main():
@@ -126,7 +135,8 @@ def main():
   except ImportError:
     have_torch = False
   print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs; torch: "
-        f"{torch.__version__ if have_torch else 'not installed'}")
+        f"{torch.__version__ if have_torch else 'not installed'}; load average {os.getloadavg()[0]:.1f} "
+        "(other processes on the machine make all figures lower and noisier)")
 
   for name, (B, T, E, H) in {"large": (64, 128, 128, 512), "small": (32, 64, 64, 128)}.items():
     print(f"\n== {name}: batch {B}, seq {T}, embed {E}, hidden {H} (tokens/s, higher is better)")
@@ -136,11 +146,11 @@ def main():
                   "flax OptimizedLSTMCell": lambda: jax_step_fn(FlaxLSTMLM(E, H), B, T)}
     if have_torch:
       candidates["torch.nn.LSTM (2 threads)"] = lambda: torch_step_fn(B, T, E, H)
-    for label, make in candidates.items():
-      run, compile_s = make()
-      step_s = time_steps(run, repeats, steps)
-      results[label] = B * T / step_s
-      print(f"  {label:<27} {results[label]:>9.0f} tokens/s  {step_s * 1e3:7.1f} ms/step"
+    made = {label: make() for label, make in candidates.items()}
+    step_s = time_interleaved({label: run for label, (run, _) in made.items()}, repeats, steps)
+    for label, (_, compile_s) in made.items():
+      results[label] = B * T / step_s[label]
+      print(f"  {label:<27} {results[label]:>9.0f} tokens/s  {step_s[label] * 1e3:7.1f} ms/step"
             + (f"  compile {compile_s:.1f} s" if compile_s else ""))
     best = max(results["fnets (unroll 1)"], results["fnets (unroll 4)"])
     print(f"  fnets / flax  = {best / results['flax OptimizedLSTMCell']:.2f}x")
