@@ -107,8 +107,9 @@ def member_batches(split, config, epoch: int):
   return (tuple(np.stack(parts) for parts in zip(*batches)) for batches in zip(*streams))
 
 
-def _setup(config: ml_collections.ConfigDict):
-  """Mesh, input, model, optimizer, the initial state and the jitted steps: all a run or its evaluation needs."""
+def setup(config: ml_collections.ConfigDict):
+  """Mesh, input, model, optimizer, the initial state and the jitted steps: all a run, its evaluation or a
+  notebook needs. Returns (data, state, train_fn, eval_fn, steps_per_epoch, total_steps)."""
   # --- Mesh: the global batch is split over all devices of all processes (fnets/parallel.py).
   mesh = parallel.make_mesh()
   parallel.check_divisible("batch_size", config.batch_size, mesh)
@@ -165,7 +166,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   uninterrupted run. SIGTERM/Ctrl-C save a checkpoint and raise runs.Preempted."""
   # --- Run directory: refuses another config's run, records this start.
   runs.start(workdir, config)
-  data, state, train_fn, eval_fn, steps_per_epoch, total_steps = _setup(config)
+  data, state, train_fn, eval_fn, steps_per_epoch, total_steps = setup(config)
 
   # --- Checkpoints: resume from the latest. The data position and all randomness follow from the step.
   checkpoints = runs.Checkpoints(workdir, config.keep_checkpoints, best_metric="accuracy", best_mode="max")
@@ -225,7 +226,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Test metrics of a run's best (else latest) checkpoint, without training; also written to eval.json."""
-  data, state, _, eval_fn, _, _ = _setup(config)
+  data, state, _, eval_fn, _, _ = setup(config)
   restored = runs.restore_for_eval(workdir, state, best_metric="accuracy", best_mode="max")
   test = {**evaluate(eval_fn, restored, data.test, config.eval_batch_size),
           "checkpoint_step": int(np.max(parallel.to_host(restored.step)))}

@@ -72,7 +72,9 @@ def sample(model, params, vocab: text_data.Vocab, prompt: str, length: int, temp
   return prompt + vocab.decode(parallel.to_host(generate(params, key)))
 
 
-def _setup(config: ml_collections.ConfigDict, workdir: str):
+def setup(config: ml_collections.ConfigDict, workdir: str):
+  """Mesh, input, model, optimizer, the initial state and the jitted steps: all a run, its evaluation or a
+  notebook needs. Returns (vocab, ids by split, model, state, train_fn, eval_fn, total_steps, sample_key)."""
   # --- Mesh: the global batch (and the evaluation's parallel streams) split over all devices.
   mesh = parallel.make_mesh()
   parallel.check_divisible("batch_size", config.batch_size, mesh)
@@ -119,7 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains a character LM; returns the final validation metrics. Writes vocab.json and sample.txt; the
   'test' record is the final model's loss on the test text. Resumes from the workdir's latest checkpoint."""
   runs.start(workdir, config)
-  vocab, ids, model, state, train_fn, eval_fn, total_steps, sample_key = _setup(config, workdir)
+  vocab, ids, model, state, train_fn, eval_fn, total_steps, sample_key = setup(config, workdir)
   checkpoints = runs.Checkpoints(workdir, config.keep_checkpoints, best_metric="loss", best_mode="min")
   state = checkpoints.restore(state) or state
   params, opt_state, step = state["params"], state["opt_state"], int(parallel.to_host(state["step"]))
@@ -177,7 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Validation and test loss of a run's best (else latest) checkpoint, without training; also to eval.json."""
-  _, ids, _, state, _, eval_fn, _, _ = _setup(config, workdir)
+  _, ids, _, state, _, eval_fn, _, _ = setup(config, workdir)
   restored = runs.restore_for_eval(workdir, state, best_metric="loss", best_mode="min")
   out = {"checkpoint_step": int(parallel.to_host(restored["step"]))}
   for split in ("validation", "test"):

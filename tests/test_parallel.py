@@ -72,7 +72,7 @@ def assert_same_run(a, b, rtol=1e-4):
 def runs(tmp_path_factory):
   tmp_path = tmp_path_factory.mktemp("parallel")
   return run_all({
-      "cnn_1": (CNN, 1), "cnn_8": (CNN, 8), "cnn_8_fsdp": (CNN + ["--config.param_sharding=fsdp"], 8),
+      "cnn_1": (CNN, 1), "cnn_8": (CNN, 8),
       "lstm_1": (LSTM, 1), "lstm_8_fsdp": (LSTM + ["--config.param_sharding=fsdp"], 8),
       "lstm_bf16": (LSTM + ["--config.dtype=bfloat16"], 1),
   }, tmp_path)
@@ -81,7 +81,6 @@ def runs(tmp_path_factory):
 def test_cnn_on_8_devices_follows_the_1_device_run(runs):
   assert json.load(open(runs["cnn_8"] / "run.json"))[-1]["devices"] == [f"cpu:{i}" for i in range(8)]
   assert_same_run(runs["cnn_1"], runs["cnn_8"])
-  assert_same_run(runs["cnn_1"], runs["cnn_8_fsdp"])
   # The 8-device run is a real change of placement, not the same program: float32 sums land differently.
   assert [r["loss"] for r in records(runs["cnn_1"], "train")] != [r["loss"] for r in records(runs["cnn_8"], "train")]
 

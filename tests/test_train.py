@@ -49,7 +49,7 @@ def test_ensemble_members_are_the_runs_of_consecutive_seeds(mock_tfds, tmp_path)
                                                         "--config.model.conv_features=(4,8)",
                                                         "--config.model.dense_features=(16,)",
                                                         "--config.augment=true", "--config.log_every_steps=1"])
-  _, like, _, _, _, _ = train._setup(config)
+  _, like, _, _, _, _ = train.setup(config)
   members = runs.Checkpoints(str(tmp_path / "ensemble"), 3, "accuracy", "max")
   stacked = members.restore(jax.tree.map(lambda x: np.stack([x, x]), like))
   members.close()
