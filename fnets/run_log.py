@@ -4,9 +4,10 @@ import json
 import os
 import time
 
-import jax
 import numpy as np
 from absl import logging
+
+from fnets import parallel
 
 
 class RunLog:
@@ -14,7 +15,7 @@ class RunLog:
   only process 0 writes (the metrics are global: every process holds the same values)."""
 
   def __init__(self, workdir: str, total_steps: int, resume_step: int = 0):
-    self._enabled = jax.process_index() == 0
+    self._enabled = parallel.is_primary()
     if not self._enabled:
       return
     from tensorboardX import SummaryWriter  # imported here: it is only needed once a run writes

@@ -19,6 +19,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from fnets import parallel
+
 
 class RunError(RuntimeError):
   """A run that cannot start or go on; the message says why and what to do."""
@@ -85,9 +87,9 @@ def start(workdir: str, config) -> None:
       raise RunError(f"workdir {workdir} holds a run with another config:\n" + "\n".join(diff) +
                      "\nUse another --workdir, rerun with the recorded config to resume it, or pass --fresh to move "
                      "the old run aside and start again.")
-  elif jax.process_index() == 0:
+  elif parallel.is_primary():
     _write_atomic(config_path, json.dumps(current, indent=2) + "\n")
-  if jax.process_index() != 0:
+  if not parallel.is_primary():
     return
   record_path = os.path.join(workdir, "run.json")
   records = json.load(open(record_path)) if os.path.exists(record_path) else []

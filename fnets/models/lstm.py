@@ -52,7 +52,8 @@ def init(key: jax.Array, input_size: int, hidden_size: int, num_layers: int = 1,
 
 
 def zero_state(params: list, batch_size: int) -> State:
-  zeros = jnp.zeros((len(params), batch_size, params[0]["U"].shape[0]))
+  U = params[0]["U"]
+  zeros = jnp.zeros((len(params), batch_size, U.shape[0]), U.dtype)  # in the dtype the layers compute in
   return State(zeros, zeros)
 
 

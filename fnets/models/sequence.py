@@ -18,8 +18,6 @@ class LSTM(nn.Module):
 
   apply_fn = staticmethod(lstm.apply)
 
-  zero_state = staticmethod(lstm.zero_state)
-
   def init_params(self, key, input_size):
     return lstm.init(key, input_size, self.hidden_size, self.num_layers, self.forget_bias)
 
@@ -29,8 +27,7 @@ class LSTM(nn.Module):
     key = self.make_rng("dropout") if train and self.dropout > 0 else None
     if self.dtype != jnp.float32:
       cast = lambda tree: jax.tree.map(lambda a: a.astype(self.dtype), tree)
-      params, x_BxTxD = cast(params), x_BxTxD.astype(self.dtype)
-      state = cast(self.zero_state(params, x_BxTxD.shape[0]) if state is None else state)
+      params, x_BxTxD, state = cast(params), x_BxTxD.astype(self.dtype), cast(state)
     return self.apply_fn(params, x_BxTxD, state, mask_BxT=mask_BxT, dropout=self.dropout, key=key,
                          unroll=self.unroll)
 
@@ -38,7 +35,6 @@ class LSTM(nn.Module):
 class RNN(LSTM):
   """`fnets.models.rnn` as a Flax layer, same interface as LSTM (forget_bias is unused)."""
   apply_fn = staticmethod(rnn.apply)
-  zero_state = staticmethod(rnn.zero_state)
 
   def init_params(self, key, input_size):
     return rnn.init(key, input_size, self.hidden_size, self.num_layers)
