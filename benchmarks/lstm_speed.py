@@ -128,7 +128,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true")
   args = parser.parse_args()
-  repeats, steps = (3, 3) if args.quick else (5, 5)
+  repeats, steps = (3, 3) if args.quick else (9, 3)
   try:
     import torch  # noqa: F401
     have_torch = True

@@ -12,12 +12,12 @@ Params: a list with one dict per layer, gates stacked along the last axis in the
 This is PyTorch's nn.LSTM layout transposed: W = weight_ih_l{k}.T, U = weight_hh_l{k}.T, b = bias_ih + bias_hh.
 
 `cell` is the equations gate by gate (for reading and as the reference). `apply` runs the same equations fast:
-each step's four gates come from one matmul [x_t, h_{t-1}]·[W; U] and one elementwise pass; the backward pass
-(a custom VJP) gets the gradients of x_t and h_{t-1} from one matmul dz_t·[W; U]ᵀ per step and forms the
-gradient of [W; U] as one large matmul after the reverse loop, instead of T small ones. On CPU much of the step
-time is spent faulting in freshly allocated memory, so the forward keeps only what the backward needs
-([x_t, h_{t-1}], the gates, c_{t-1}), the backward writes dz_t over the gates of step t, and the input
-projection x·W is not materialised for all steps (benchmarks/lstm_speed.py).
+the input projection of all time steps is one matmul outside the loop, each step's four gates come from one
+matmul h_{t-1}·U and one elementwise pass, and the backward pass (a custom VJP) gets the gradient of h_{t-1} from
+one matmul per step and forms the gradients of x, W and U as one large matmul each after the reverse loop,
+instead of T small ones. Inside, the loops run feature-major (h_{t-1} as an H×B matrix, the gates as 4H×B):
+on CPU the per-step products Uᵀ·h (4H×H · H×B) run ~25% faster than h·U (B×H · H×4H), and the weight gradients
+become x·dzᵀ over all T·B columns, the fastest form of that matmul here (benchmarks/lstm_speed.py).
 """
 
 import functools
@@ -76,36 +76,55 @@ def cell(layer: dict, c_prev, h_prev, x_t, with_gates: bool = False):
   return (c, h, {"f": f, "i": i, "g": g, "o": o}) if with_gates else (c, h)
 
 
-def _gate_scale(H, dtype):
-  """s = 2 on the g block, 1 elsewhere: σ(s·z)·s − (s − 1) is σ(z) on i, f, o and tanh(z) = 2σ(2z) − 1 on g."""
-  return jnp.repeat(jnp.array([1, 1, 2, 1], dtype), H)
+def _gate_scale(G, dtype):
+  """s = 2 on the g block, 1 elsewhere (a G×1 column): σ(s·z)·s − (s − 1) is σ(z) on i, f, o and
+  tanh(z) = 2σ(2z) − 1 on g."""
+  return jnp.repeat(jnp.array([1, 1, 2, 1], dtype), G // 4)[:, None]
 
 
-def _gates(z):
-  """The activations (i, f, g, o) of the stacked pre-activations z = x·W + h·U + b, in one pass over z."""
-  s = _gate_scale(z.shape[-1] // 4, z.dtype)
-  return σ(s * z) * s - (s - 1)
+def _gates(z_GxB):
+  """The activations (i, f, g, o) of the stacked pre-activations z, in one pass over z."""
+  s = _gate_scale(z_GxB.shape[0], z_GxB.dtype)
+  return σ(s * z_GxB) * s - (s - 1)
 
 
-def _scan_forward(WU, b, x_TxBxD, m_TxBx1, c0, h0, unroll):
-  """The equations with the four gates of one step from one matmul [x_t, h_{t-1}]·[W; U]. Returns the outputs and
-  what the backward pass needs: the matmul inputs [x_t, h_{t-1}], the gates and c_{t-1} of every step."""
-  def step(carry, inputs):
-    c_prev, h_prev = carry
-    x_t, m = inputs
-    xh = jnp.concatenate([x_t, h_prev], -1)
-    gates = _gates(xh @ WU + b)
-    i, f, g, o = gate_split(gates)
+def _split(a_GxB):
+  return jnp.split(a_GxB, 4, axis=0)
+
+
+def _at(a_XxTxB, t):
+  return jax.lax.dynamic_index_in_dim(a_XxTxB, t, axis=1, keepdims=False)
+
+
+def _put(a_XxTxB, v_XxB, t):
+  return jax.lax.dynamic_update_index_in_dim(a_XxTxB, v_XxB, t, axis=1)
+
+
+def _forward(W, U, b, x_DxTxB, m_Tx1xB, c0_HxB, h0_HxB, unroll):
+  """The equations, feature-major (G = 4H rows of gates, B columns). z = Wᵀ·x for all steps in one matmul; the
+  loop adds Uᵀ·h_{t-1} + b and overwrites step t's z with its gates, in place."""
+  D, T, B = x_DxTxB.shape
+  G = U.shape[1]
+  z_GxTxB = (W.T @ x_DxTxB.reshape(D, T * B)).reshape(G, T, B)
+  UT, b_Gx1 = U.T, b[:, None]
+
+  def step(t, carry):
+    c_prev, h_prev, z_or_gates, h_prevs, c_prevs, ys = carry
+    gates = _gates(_at(z_or_gates, t) + UT @ h_prev + b_Gx1)
+    i, f, g, o = _split(gates)
     c = f * c_prev + i * g
     h = o * jnp.tanh(c)
-    if m is not None:  # a padded step (m = 0) leaves the state as it was and outputs zeros
+    if m_Tx1xB is not None:  # a padded step (m = 0) leaves the state as it was and outputs zeros
+      m = jax.lax.dynamic_index_in_dim(m_Tx1xB, t, keepdims=False)
       c, h, y = _masked(m, c, c_prev), _masked(m, h, h_prev), m * h
     else:
       y = h
-    return (c, h), (y, xh, gates, c_prev)
+    return c, h, _put(z_or_gates, gates, t), _put(h_prevs, h_prev, t), _put(c_prevs, c_prev, t), _put(ys, y, t)
 
-  (cT, hT), (y, xh, gates, c_prev) = jax.lax.scan(step, (c0, h0), (x_TxBxD, m_TxBx1), unroll=unroll)
-  return (y, cT, hT), (xh, gates, c_prev)
+  empty = jnp.zeros((U.shape[0], T, B), U.dtype)
+  cT, hT, gates, h_prevs, c_prevs, y = jax.lax.fori_loop(
+      0, T, step, (c0_HxB, h0_HxB, z_GxTxB, empty, empty, empty), unroll=unroll)
+  return (y, cT, hT), (gates, h_prevs, c_prevs)
 
 
 def _masked(m, new, old):
@@ -113,54 +132,53 @@ def _masked(m, new, old):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
-def _recurrence(W, U, b, x_TxBxD, m_TxBx1, c0, h0, unroll):
-  WU = jnp.concatenate([W, U])
-  return _scan_forward(WU, b, x_TxBxD, m_TxBx1, c0, h0, unroll)[0]
+def _recurrence(W, U, b, x_DxTxB, m_Tx1xB, c0, h0, unroll):
+  return _forward(W, U, b, x_DxTxB, m_Tx1xB, c0, h0, unroll)[0]
 
 
-def _recurrence_fwd(W, U, b, x_TxBxD, m_TxBx1, c0, h0, unroll):
-  WU = jnp.concatenate([W, U])
-  out, saved = _scan_forward(WU, b, x_TxBxD, m_TxBx1, c0, h0, unroll)
-  return out, (WU, m_TxBx1, *saved)
+def _recurrence_fwd(W, U, b, x_DxTxB, m_Tx1xB, c0, h0, unroll):
+  out, saved = _forward(W, U, b, x_DxTxB, m_Tx1xB, c0, h0, unroll)
+  return out, (W, U, x_DxTxB, m_Tx1xB, *saved)
 
 
 def _recurrence_bwd(unroll, residuals, cotangents):
-  WU, m_TxBx1, xh, gates_TxBx4H, c_prev_TxBxH = residuals
-  dy_TxBxH, dcT, dhT = cotangents
-  T, D = gates_TxBx4H.shape[0], WU.shape[0] - WU.shape[1] // 4
-  at = lambda a, t: jax.lax.dynamic_index_in_dim(a, t, keepdims=False)
+  W, U, x_DxTxB, m_Tx1xB, gates_GxTxB, h_prev_HxTxB, c_prev_HxTxB = residuals
+  dy_HxTxB, dcT, dhT = cotangents
+  D, T, B = x_DxTxB.shape
+  G = U.shape[1]
 
   def step(k, carry):
     t = T - 1 - k  # backwards in time
     # dc_next, dh_next: the gradients reaching c_t and h_t from step t+1. gates_or_dz holds the gates of steps
     # 0..t and dz of steps t+1..T-1: dz_t overwrites the gates of step t, which are read one step ahead.
-    dc_next, dh_next, gates, gates_or_dz, dx = carry
-    c_prev, dy = at(c_prev_TxBxH, t), at(dy_TxBxH, t)
-    m = None if m_TxBx1 is None else at(m_TxBx1, t)
-    i, f, g, o = gate_split(gates)
+    dc_next, dh_next, gates, gates_or_dz = carry
+    c_prev, dy = _at(c_prev_HxTxB, t), _at(dy_HxTxB, t)
+    m = None if m_Tx1xB is None else jax.lax.dynamic_index_in_dim(m_Tx1xB, t, keepdims=False)
+    i, f, g, o = _split(gates)
     tanh_c = jnp.tanh(f * c_prev + i * g)
     dh = dh_next + dy if m is None else m * (dh_next + dy)
     dc = (dc_next if m is None else m * dc_next) + dh * o * (1 - tanh_c**2)
-    # ∂L/∂z = ∂L/∂(i, f, g, o) ⊙ ∂(i, f, g, o)/∂z, where ∂a/∂z = (a + s − 1)(1 − a) for a = σ(s·z)·s − (s − 1).
-    s = _gate_scale(g.shape[-1], g.dtype)
-    dz = jnp.concatenate([dc * g, dc * c_prev, dc * i, dh * tanh_c], -1) * (gates + s - 1) * (1 - gates)
-    dxh = dz @ WU.T
-    dh_prev = dxh[:, D:]
+    # ∂L/∂z: σ' = σ(1 − σ), tanh' = 1 − tanh².
+    dz = jnp.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
+                          dh * tanh_c * o * (1 - o)], 0)
+    dh_prev = U @ dz
     dc_prev = dc * f
     if m is not None:
       dc_prev, dh_prev = dc_prev + (1 - m) * dc_next, dh_prev + (1 - m) * dh_next
-    gates_or_dz = jax.lax.dynamic_update_index_in_dim(gates_or_dz, dz, t, 0)
-    dx = jax.lax.dynamic_update_index_in_dim(dx, dxh[:, :D], t, 0)
-    return dc_prev, dh_prev, at(gates_or_dz, jnp.maximum(t - 1, 0)), gates_or_dz, dx
+    gates_or_dz = _put(gates_or_dz, dz, t)
+    return dc_prev, dh_prev, _at(gates_or_dz, jnp.maximum(t - 1, 0)), gates_or_dz
 
-  dx = jnp.zeros(gates_TxBx4H.shape[:2] + (D,), gates_TxBx4H.dtype)
-  carry = (dcT, dhT, gates_TxBx4H[-1], gates_TxBx4H, dx)
+  carry = (dcT, dhT, _at(gates_GxTxB, T - 1), gates_GxTxB)
   # Not unrolled: with several steps per iteration XLA no longer updates the buffer in place but copies it.
-  dc0, dh0, _, dz, dx = jax.lax.fori_loop(0, T, step, carry)
-  # ∂L/∂[W; U] = Σ_t [x_t, h_{t-1}]ᵀ·dz_t, as one matmul over all T·B rows.
-  dWU = xh.reshape(-1, xh.shape[-1]).T @ dz.reshape(-1, dz.shape[-1])
-  dm = None if m_TxBx1 is None else jnp.zeros_like(m_TxBx1)
-  return dWU[:D], dWU[D:], dz.sum((0, 1)), dx, dm, dc0, dh0
+  dc0, dh0, _, dz = jax.lax.fori_loop(0, T, step, carry)
+  # The weight gradients Σ_t x_t·dz_tᵀ as one matmul each over all T·B columns.
+  dz_GxN, x_DxN = dz.reshape(G, T * B), x_DxTxB.reshape(D, T * B)
+  nt = lambda a, b: jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())))  # a·bᵀ
+  dW = nt(x_DxN, dz_GxN)
+  dU = nt(h_prev_HxTxB.reshape(-1, T * B), dz_GxN)
+  dx = (W @ dz_GxN).reshape(D, T, B)
+  dm = None if m_Tx1xB is None else jnp.zeros_like(m_Tx1xB)
+  return dW, dU, dz_GxN.sum(1), dx, dm, dc0, dh0
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
@@ -176,9 +194,11 @@ def apply(params: list, x_BxTxD: jax.Array, state: State | None = None, *, mask_
   state = zero_state(params, x_BxTxD.shape[0]) if state is None else state
 
   def layer_fn(layer, x_TxBxD, m_TxBx1, c0_h0):
-    m_TxBx1 = None if mask_BxT is None else m_TxBx1  # without a mask, no mask arithmetic in the loops
-    y, c, h = _recurrence(layer["W"], layer["U"], layer["b"], x_TxBxD, m_TxBx1, *c0_h0, unroll)
-    return y, (c, h)
+    m_Tx1xB = None if mask_BxT is None else m_TxBx1.transpose(0, 2, 1)  # no mask: no mask arithmetic in the loops
+    c0_BxH, h0_BxH = c0_h0
+    y_HxTxB, c_HxB, h_HxB = _recurrence(layer["W"], layer["U"], layer["b"], x_TxBxD.transpose(2, 0, 1), m_Tx1xB,
+                                        c0_BxH.T, h0_BxH.T, unroll)
+    return y_HxTxB.transpose(1, 2, 0), (c_HxB.T, h_HxB.T)
 
   y, finals = recurrent.run_layers(layer_fn, params, x_BxTxD, list(zip(state.c, state.h)), mask_BxT, dropout, key)
   return y, State(jnp.stack([c for c, _ in finals]), jnp.stack([h for _, h in finals]))
