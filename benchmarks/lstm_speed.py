@@ -2,6 +2,7 @@
 
   python benchmarks/lstm_speed.py            # large (B=64, T=128, E=128, H=512) and small sizes
   python benchmarks/lstm_speed.py --quick    # fewer repetitions
+  python benchmarks/lstm_speed.py --rounds 30  # steadier medians on a machine whose speed drifts
 
 One step = forward + backward + Adam update of Embed → LSTM → Dense (vocab 65) on random tokens; tokens/s is
 B·T / step time (median of several timed runs; the candidates of one size are timed in turn, A, B, C, A, B, C, ...,
@@ -127,8 +128,9 @@ def time_interleaved(runs: dict, repeats, steps):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--rounds", type=int, default=9, help="timed rounds per candidate (3 steps each)")
   args = parser.parse_args()
-  repeats, steps = (3, 3) if args.quick else (9, 3)
+  repeats, steps = (3, 3) if args.quick else (args.rounds, 3)
   try:
     import torch  # noqa: F401
     have_torch = True
