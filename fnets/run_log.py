@@ -4,10 +4,11 @@ import json
 import os
 import time
 
+import jax
 import numpy as np
 from absl import logging
 
-from fnets import parallel
+from fnets import parallel, runs
 
 
 class RunLog:
@@ -49,6 +50,38 @@ class RunLog:
       return
     self._jsonl.close()
     self._tb.close()
+
+
+class TrainWindow:
+  """The metrics of the training steps since the last "train" record, written as their means. Keeps at most one
+  step in flight, so that a stop signal is honoured within a step, not after all the steps JAX dispatched ahead."""
+
+  def __init__(self, log: RunLog, items_per_step: int, rate_name: str):
+    self._log, self._items_per_step, self._rate_name = log, items_per_step, rate_name
+    self._metrics, self._start = [], time.time()
+
+  def add(self, metrics: dict) -> None:
+    self._metrics.append(metrics)
+    if len(self._metrics) > 1:
+      jax.block_until_ready(self._metrics[-2])
+
+  def check_finite(self, step: int) -> list:
+    """Raises runs.RunError if a loss since the last record is NaN or infinite; returns the metrics on host."""
+    host = parallel.to_host(self._metrics)
+    runs.check_finite(step - len(host) + 1, [np.sum(m["loss"]) for m in host])  # (one loss per ensemble member)
+    return host
+
+  def write(self, step: int, extra: dict | None = None) -> None:
+    host = self.check_finite(step)
+    means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+    means[self._rate_name] = len(host) * self._items_per_step / (time.time() - self._start)
+    self._log.write(step, "train", {**means, **(extra or {})})
+    self._metrics = []
+    self.restart_clock()
+
+  def restart_clock(self) -> None:
+    """After an evaluation: its time is not training throughput."""
+    self._start = time.time()
 
 
 def _drop_records_after(path: str, step: int) -> None:

@@ -11,7 +11,6 @@ dropout), and evaluation reports the ensemble (mean of the members' probabilitie
 import functools
 import itertools
 import os
-import time
 from typing import Any
 
 import flax
@@ -24,7 +23,7 @@ from absl import logging
 
 from fnets import models, optim, parallel, runs
 from fnets.data import images as image_data
-from fnets.run_log import RunLog
+from fnets.run_log import RunLog, TrainWindow
 
 
 @flax.struct.dataclass
@@ -177,10 +176,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info("resumed from %s/%d", checkpoints.directory, step)
 
   # --- Loop.
-  window, window_start, test = [], time.time(), None
+  window, test = TrainWindow(log, config.batch_size, "examples_per_sec"), None
 
   def save(metrics=None):
-    runs.check_finite(step - len(window) + 1, [np.sum(m["loss"]) for m in parallel.to_host(window)])  # no NaN saved
+    window.check_finite(step)  # never save a NaN
     checkpoints.save(step, state, metrics)
 
   try:
@@ -191,16 +190,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         for images, labels in itertools.islice(batches, skip, None):
           state, metrics = train_fn(state, images, labels)
           step += 1
-          window.append(metrics)
-          if len(window) > 1:  # at most one step in flight: a stop signal is honoured within a step, not
-            jax.block_until_ready(window[-2])  # after all the steps the loop could dispatch ahead
+          window.add(metrics)
           if step % config.log_every_steps == 0 or step == total_steps:
-            host = parallel.to_host(window)
-            runs.check_finite(step - len(window) + 1, [np.sum(m["loss"]) for m in host])
-            means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-            means["examples_per_sec"] = len(window) * config.batch_size / (time.time() - window_start)
-            log.write(step, "train", {**means, "epoch": step / steps_per_epoch})
-            window, window_start = [], time.time()
+            window.write(step, {"epoch": step / steps_per_epoch})
           if stop.signum:
             save()
             raise runs.Preempted(step, stop.signum)
@@ -214,7 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         test = evaluate(eval_fn, state, data.test, config.eval_batch_size)
         log.write(step, "eval", {**test, "epoch": step / steps_per_epoch})
         save(test)
-        window_start = time.time()
+        window.restart_clock()
     if test is None:  # the run had already finished
       test = evaluate(eval_fn, state, data.test, config.eval_batch_size)
     log.write(step, "test", test)

@@ -7,7 +7,6 @@ Stages: run directory → mesh → input (text, vocabulary) → model → optimi
 import functools
 import math
 import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +17,7 @@ from absl import logging
 
 from fnets import models, optim, parallel, runs
 from fnets.data import text as text_data
-from fnets.run_log import RunLog
+from fnets.run_log import RunLog, TrainWindow
 
 
 def train_step(params, opt_state, step, tokens_BxT1, key, *, model, tx, lr_schedule):
@@ -129,10 +128,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   evaluate_text = lambda split: evaluate(eval_fn, params, ids[split], config.eval_streams, config.seq_len)
 
   # --- Loop: the batch of each step follows from (seed, step), so a resumed run sees the same data.
-  window, window_start, val = [], time.time(), None
+  window, val = TrainWindow(log, config.batch_size * config.seq_len, "chars_per_sec"), None
 
   def save(metrics=None):
-    runs.check_finite(step - len(window) + 1, [m["loss"] for m in parallel.to_host(window)])  # never save a NaN
+    window.check_finite(step)  # never save a NaN
     step_array = parallel.to_global(np.asarray(step, np.int32), state["step"].sharding)
     checkpoints.save(step, {"step": step_array, "params": params, "opt_state": opt_state}, metrics)
 
@@ -142,16 +141,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         batch = text_data.random_windows(ids["train"], config.batch_size, config.seq_len + 1, config.seed, step)
         params, opt_state, metrics = train_fn(params, opt_state, step, batch)
         step += 1
-        window.append(metrics)
-        if len(window) > 1:  # at most one step in flight: a stop signal is honoured within a step, not
-          jax.block_until_ready(window[-2])  # after all the steps the loop could dispatch ahead
+        window.add(metrics)
         if step % config.log_every_steps == 0 or step == total_steps:
-          host = parallel.to_host(window)
-          runs.check_finite(step - len(window) + 1, [m["loss"] for m in host])
-          means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-          means["chars_per_sec"] = len(window) * config.batch_size * config.seq_len / (time.time() - window_start)
-          log.write(step, "train", means)
-          window, window_start = [], time.time()
+          window.write(step)
         if stop.signum:
           save()
           raise runs.Preempted(step, stop.signum)
@@ -159,7 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           val = evaluate_text("validation")
           log.write(step, "eval", val)
           save(val)
-          window_start = time.time()  # evaluation time is not training throughput
+          window.restart_clock()
         elif config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
           save()
     if val is None:  # the run had already finished
