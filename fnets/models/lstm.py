@@ -102,7 +102,8 @@ def _put(a_XxTxB, v_XxB, t):
 
 def _forward(W, U, b, x_DxTxB, m_Tx1xB, c0_HxB, h0_HxB, unroll):
   """The equations, feature-major (G = 4H rows of gates, B columns). z = Wᵀ·x for all steps in one matmul; the
-  loop adds Uᵀ·h_{t-1} + b and overwrites step t's z with its gates, in place."""
+  loop adds Uᵀ·h_{t-1} + b and overwrites step t's z with its gates, in place. (A `fori_loop` over a static range
+  is a `lax.scan` whose carry holds the per-step buffers.)"""
   D, T, B = x_DxTxB.shape
   G = U.shape[1]
   z_GxTxB = (W.T @ x_DxTxB.reshape(D, T * B)).reshape(G, T, B)
