@@ -57,9 +57,9 @@ def zero_state(params: list, batch_size: int) -> State:
   return State(zeros, zeros)
 
 
-def gate_split(a):
-  """The (i, f, g, o) blocks of an array whose last axis stacks the four gates."""
-  return jnp.split(a, 4, axis=-1)
+def gate_split(a, axis: int = -1):
+  """The (i, f, g, o) blocks of an array whose `axis` stacks the four gates."""
+  return jnp.split(a, 4, axis=axis)
 
 
 def cell(layer: dict, c_prev, h_prev, x_t, with_gates: bool = False):
@@ -88,10 +88,6 @@ def _gates(z_GxB):
   return σ(s * z_GxB) * s - (s - 1)
 
 
-def _split(a_GxB):
-  return jnp.split(a_GxB, 4, axis=0)
-
-
 def _at(a_XxTxB, t):
   return jax.lax.dynamic_index_in_dim(a_XxTxB, t, axis=1, keepdims=False)
 
@@ -100,7 +96,7 @@ def _put(a_XxTxB, v_XxB, t):
   return jax.lax.dynamic_update_index_in_dim(a_XxTxB, v_XxB, t, axis=1)
 
 
-def _forward(W, U, b, x_DxTxB, m_Tx1xB, c0_HxB, h0_HxB, unroll):
+def _forward(W, U, b, x_DxTxB, m_1xTxB, c0_HxB, h0_HxB, unroll):
   """The equations, feature-major (G = 4H rows of gates, B columns). z = Wᵀ·x for all steps in one matmul; the
   loop adds Uᵀ·h_{t-1} + b and overwrites step t's z with its gates, in place. (A `fori_loop` over a static range
   is a `lax.scan` whose carry holds the per-step buffers.)"""
@@ -112,11 +108,11 @@ def _forward(W, U, b, x_DxTxB, m_Tx1xB, c0_HxB, h0_HxB, unroll):
   def step(t, carry):
     c_prev, h_prev, z_or_gates, h_prevs, c_prevs, ys = carry
     gates = _gates(_at(z_or_gates, t) + UT @ h_prev + b_Gx1)
-    i, f, g, o = _split(gates)
+    i, f, g, o = gate_split(gates, axis=0)
     c = f * c_prev + i * g
     h = o * jnp.tanh(c)
-    if m_Tx1xB is not None:  # a padded step (m = 0) leaves the state as it was and outputs zeros
-      m = jax.lax.dynamic_index_in_dim(m_Tx1xB, t, keepdims=False)
+    if m_1xTxB is not None:  # a padded step (m = 0) leaves the state as it was and outputs zeros
+      m = _at(m_1xTxB, t)
       c, h, y = _masked(m, c, c_prev), _masked(m, h, h_prev), m * h
     else:
       y = h
@@ -133,17 +129,17 @@ def _masked(m, new, old):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
-def _recurrence(W, U, b, x_DxTxB, m_Tx1xB, c0, h0, unroll):
-  return _forward(W, U, b, x_DxTxB, m_Tx1xB, c0, h0, unroll)[0]
+def _recurrence(W, U, b, x_DxTxB, m_1xTxB, c0, h0, unroll):
+  return _forward(W, U, b, x_DxTxB, m_1xTxB, c0, h0, unroll)[0]
 
 
-def _recurrence_fwd(W, U, b, x_DxTxB, m_Tx1xB, c0, h0, unroll):
-  out, saved = _forward(W, U, b, x_DxTxB, m_Tx1xB, c0, h0, unroll)
-  return out, (W, U, x_DxTxB, m_Tx1xB, *saved)
+def _recurrence_fwd(W, U, b, x_DxTxB, m_1xTxB, c0, h0, unroll):
+  out, saved = _forward(W, U, b, x_DxTxB, m_1xTxB, c0, h0, unroll)
+  return out, (W, U, x_DxTxB, m_1xTxB, *saved)
 
 
 def _recurrence_bwd(unroll, residuals, cotangents):
-  W, U, x_DxTxB, m_Tx1xB, gates_GxTxB, h_prev_HxTxB, c_prev_HxTxB = residuals
+  W, U, x_DxTxB, m_1xTxB, gates_GxTxB, h_prev_HxTxB, c_prev_HxTxB = residuals
   dy_HxTxB, dcT, dhT = cotangents
   D, T, B = x_DxTxB.shape
   G = U.shape[1]
@@ -154,8 +150,8 @@ def _recurrence_bwd(unroll, residuals, cotangents):
     # 0..t and dz of steps t+1..T-1: dz_t overwrites the gates of step t, which are read one step ahead.
     dc_next, dh_next, gates, gates_or_dz = carry
     c_prev, dy = _at(c_prev_HxTxB, t), _at(dy_HxTxB, t)
-    m = None if m_Tx1xB is None else jax.lax.dynamic_index_in_dim(m_Tx1xB, t, keepdims=False)
-    i, f, g, o = _split(gates)
+    m = None if m_1xTxB is None else _at(m_1xTxB, t)
+    i, f, g, o = gate_split(gates, axis=0)
     tanh_c = jnp.tanh(f * c_prev + i * g)
     dh = dh_next + dy if m is None else m * (dh_next + dy)
     dc = (dc_next if m is None else m * dc_next) + dh * o * (1 - tanh_c**2)
@@ -178,7 +174,7 @@ def _recurrence_bwd(unroll, residuals, cotangents):
   dW = nt(x_DxN, dz_GxN)
   dU = nt(h_prev_HxTxB.reshape(-1, T * B), dz_GxN)
   dx = (W @ dz_GxN).reshape(D, T, B)
-  dm = None if m_Tx1xB is None else jnp.zeros_like(m_Tx1xB)
+  dm = None if m_1xTxB is None else jnp.zeros_like(m_1xTxB)
   return dW, dU, dz_GxN.sum(1), dx, dm, dc0, dh0
 
 
@@ -195,9 +191,9 @@ def apply(params: list, x_BxTxD: jax.Array, state: State | None = None, *, mask_
   state = zero_state(params, x_BxTxD.shape[0]) if state is None else state
 
   def layer_fn(layer, x_TxBxD, m_TxBx1, c0_h0):
-    m_Tx1xB = None if mask_BxT is None else m_TxBx1.transpose(0, 2, 1)  # no mask: no mask arithmetic in the loops
+    m_1xTxB = None if mask_BxT is None else m_TxBx1.transpose(2, 0, 1)  # no mask: no mask arithmetic in the loops
     c0_BxH, h0_BxH = c0_h0
-    y_HxTxB, c_HxB, h_HxB = _recurrence(layer["W"], layer["U"], layer["b"], x_TxBxD.transpose(2, 0, 1), m_Tx1xB,
+    y_HxTxB, c_HxB, h_HxB = _recurrence(layer["W"], layer["U"], layer["b"], x_TxBxD.transpose(2, 0, 1), m_1xTxB,
                                         c0_BxH.T, h0_BxH.T, unroll)
     return y_HxTxB.transpose(1, 2, 0), (c_HxB.T, h_HxB.T)
 
