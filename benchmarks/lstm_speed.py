@@ -6,9 +6,11 @@
 
 One step = forward + backward + Adam update of Embed → LSTM → Dense (vocab 65) on random tokens; tokens/s is
 B·T / step time (median of several timed runs; the candidates of one size are timed in turn, A, B, C, A, B, C, ...,
-so that they see the same load). Torch is measured only where it is installed (it is no dependency of fnets:
-`pip install torch==2.13.0`), with 2 threads. Also prints compile time of the scan against
-a Python-unrolled loop, and the effect of scan `unroll`.
+so that they see the same load). The ratios are given twice: of the medians, and the median of the ratios within
+each round (less affected by the machine's drift). Torch is measured only where it is installed (it is no
+dependency of fnets: `pip install torch==2.13.0`), with 2 threads. Also prints the size of each JAX step's
+temporaries (XLA:CPU maps them fresh on every call, so on a machine with slow page faults they cost time), the
+compile time of the scan against a Python-unrolled loop, and the effect of scan `unroll`.
 """
 
 import argparse
@@ -84,6 +86,7 @@ def jax_step_fn(model, B, T):
   def run():
     state[0], state[1], loss = compiled(state[0], state[1], tokens)
     loss.block_until_ready()
+  run.temp_mb = compiled.memory_analysis().temp_size_in_bytes / 2**20
   return run, compile_s
 
 
@@ -106,12 +109,12 @@ def torch_step_fn(B, T, E, H):
 
 
 def time_steps(run, repeats, steps):
-  return time_interleaved({"": run}, repeats, steps)[""]
+  return statistics.median(time_interleaved({"": run}, repeats, steps)[""])
 
 
 def time_interleaved(runs: dict, repeats, steps):
-  """Median seconds per step of each run, timed in rounds (A, B, C, A, B, C, ...) so that a change in the load of
-  the machine during the measurement affects all candidates alike."""
+  """Seconds per step of each run in each round, timed in rounds (A, B, C, A, B, C, ...) so that a change in the
+  load of the machine during the measurement affects all candidates alike."""
   for run in runs.values():
     run()
     run()  # warm up
@@ -122,7 +125,7 @@ def time_interleaved(runs: dict, repeats, steps):
       for _ in range(steps):
         run()
       times[label].append((time.perf_counter() - t0) / steps)
-  return {label: statistics.median(t) for label, t in times.items()}
+  return times
 
 
 def main():
@@ -149,15 +152,17 @@ def main():
     if have_torch:
       candidates["torch.nn.LSTM (2 threads)"] = lambda: torch_step_fn(B, T, E, H)
     made = {label: make() for label, make in candidates.items()}
-    step_s = time_interleaved({label: run for label, (run, _) in made.items()}, repeats, steps)
-    for label, (_, compile_s) in made.items():
-      results[label] = B * T / step_s[label]
-      print(f"  {label:<27} {results[label]:>9.0f} tokens/s  {step_s[label] * 1e3:7.1f} ms/step"
-            + (f"  compile {compile_s:.1f} s" if compile_s else ""))
-    best = max(results["fnets (unroll 1)"], results["fnets (unroll 4)"])
-    print(f"  fnets / flax  = {best / results['flax OptimizedLSTMCell']:.2f}x")
-    if have_torch:
-      print(f"  fnets / torch = {best / results['torch.nn.LSTM (2 threads)']:.2f}x")
+    times = time_interleaved({label: run for label, (run, _) in made.items()}, repeats, steps)
+    for label, (run, compile_s) in made.items():
+      step_s = statistics.median(times[label])
+      results[label] = B * T / step_s
+      print(f"  {label:<27} {results[label]:>9.0f} tokens/s  {step_s * 1e3:7.1f} ms/step"
+            + (f"  compile {compile_s:.1f} s  temporaries {run.temp_mb:.0f} MB" if compile_s else ""))
+    best = max(["fnets (unroll 1)", "fnets (unroll 4)"], key=results.get)
+    for name, label in [("flax", "flax OptimizedLSTMCell"), ("torch", "torch.nn.LSTM (2 threads)")]:
+      if label in results:  # also the median of the ratios within each round, which the machine's drift affects less
+        paired = statistics.median(b / a for a, b in zip(times[best], times[label]))
+        print(f"  fnets / {name:<5} = {results[best] / results[label]:.2f}x  (median of per-round ratios {paired:.2f}x)")
 
   B, T, E, H = 32, 32, 64, 128
   print(f"\n== compile time, batch {B}, seq {T}, embed {E}, hidden {H}")
