@@ -2,7 +2,7 @@
 
   TFDS_DATA_DIR=../shared/tfds python launch.py --experiment=lstm_mnist --workdir=/tmp/lstm_mnist
 
-Expected (2-core x86 CPU, jax 0.10.2): 98.95% test accuracy in 3m43s of wall time (10 epochs).
+Expected (2-core x86 CPU, jax 0.10.2): 99.03% test accuracy in 3m39s of wall time (10 epochs).
 """
 
 import ml_collections
