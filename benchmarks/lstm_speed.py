@@ -87,8 +87,7 @@ def jax_step_fn(model, B, T):
     state[0], state[1], loss = compiled(state[0], state[1], tokens)
     loss.block_until_ready()
   memory = compiled.memory_analysis()  # None on backends that do not report it
-  run.temp_mb = memory.temp_size_in_bytes / 2**20 if memory else float("nan")
-  return run, compile_s
+  return run, compile_s, memory.temp_size_in_bytes / 2**20 if memory else float("nan")
 
 
 def torch_step_fn(B, T, E, H):
@@ -106,7 +105,7 @@ def torch_step_fn(B, T, E, H):
     loss = torch.nn.functional.cross_entropy(head(y).reshape(-1, V), tokens[:, 1:].reshape(-1))
     loss.backward()
     opt.step()
-  return run, 0.0
+  return run, 0.0, None
 
 
 def time_steps(run, repeats, steps):
@@ -153,12 +152,12 @@ def main():
     if have_torch:
       candidates["torch.nn.LSTM (2 threads)"] = lambda: torch_step_fn(B, T, E, H)
     made = {label: make() for label, make in candidates.items()}
-    times = time_interleaved({label: run for label, (run, _) in made.items()}, repeats, steps)
-    for label, (run, compile_s) in made.items():
+    times = time_interleaved({label: run for label, (run, _, _) in made.items()}, repeats, steps)
+    for label, (_, compile_s, temp_mb) in made.items():
       step_s = statistics.median(times[label])
       results[label] = B * T / step_s
       print(f"  {label:<27} {results[label]:>9.0f} tokens/s  {step_s * 1e3:7.1f} ms/step"
-            + (f"  compile {compile_s:.1f} s  temporaries {run.temp_mb:.0f} MB" if compile_s else ""))
+            + (f"  compile {compile_s:.1f} s  temporaries {temp_mb:.0f} MB" if compile_s else ""))
     best = max(["fnets (unroll 1)", "fnets (unroll 4)"], key=results.get)  # the better unroll of this run
     for short, other in [("flax", "flax OptimizedLSTMCell"), ("torch", "torch.nn.LSTM (2 threads)")]:
       if other in results:  # also the median of the ratios within each round (less affected by the machine's drift)
@@ -169,7 +168,7 @@ def main():
   B, T, E, H = 32, 32, 64, 128
   print(f"\n== compile time, batch {B}, seq {T}, embed {E}, hidden {H}")
   for label, model in {"lax.scan": FnetsLSTMLM(E, H), "Python-unrolled loop": FnetsLSTMLM(E, H, python_loop=True)}.items():
-    run, compile_s = jax_step_fn(model, B, T)
+    run, compile_s, _ = jax_step_fn(model, B, T)
     print(f"  {label:<22} compile {compile_s:6.2f} s   step {time_steps(run, 3, 3) * 1e3:7.2f} ms")
 
 
