@@ -193,19 +193,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           window.add(metrics)
           if step % config.log_every_steps == 0 or step == total_steps:
             window.write(step, {"epoch": step / steps_per_epoch})
-          if stop.signum:
-            save()
-            raise runs.Preempted(step, stop.signum)
-          if step == total_steps:
+          # At an epoch's end the save (also a stop's) comes after its evaluation, below, so that a resumed run
+          # neither skips nor repeats one.
+          if step == total_steps or step % steps_per_epoch == 0:
             break
-          # (At an epoch's end the save comes after its evaluation, below, so a resumed run never skips one.)
-          if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and step % steps_per_epoch:
+          if stop.signum or (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0):
             save()
+          if stop.signum:
+            raise runs.Preempted(step, stop.signum)
         # End of an epoch (or of training). The per-epoch evaluation is on the test split (no validation split
         # is carved out by default); only the "best" checkpoint selects on it.
         test = evaluate(eval_fn, state, data.test, config.eval_batch_size)
         log.write(step, "eval", {**test, "epoch": step / steps_per_epoch})
         save(test)
+        if stop.signum:
+          raise runs.Preempted(step, stop.signum)
         window.restart_clock()
     if test is None:  # the run had already finished
       test = evaluate(eval_fn, state, data.test, config.eval_batch_size)

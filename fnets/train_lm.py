@@ -144,16 +144,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         window.add(metrics)
         if step % config.log_every_steps == 0 or step == total_steps:
           window.write(step)
-        if stop.signum:
-          save()
-          raise runs.Preempted(step, stop.signum)
+        # A stop at an evaluation step evaluates first, so that a resumed run neither skips nor repeats one.
         if step % config.eval_every_steps == 0 or step == total_steps:
           val = evaluate_text("validation")
           log.write(step, "eval", val)
           save(val)
           window.restart_clock()
-        elif config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+        elif stop.signum or (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0):
           save()
+        if stop.signum:
+          raise runs.Preempted(step, stop.signum)
     if val is None:  # the run had already finished
       val = evaluate_text("validation")
     log.write(step, "test", evaluate_text("test"))

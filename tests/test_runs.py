@@ -173,13 +173,14 @@ def test_unwritable_workdir_fails_before_training(tmp_path):
   assert "cannot write to workdir" in proc.stderr and "Choose another --workdir" in proc.stderr
 
 
-def test_language_model_resumes_to_the_same_result(mock_tfds, tmp_path):
-  """A finished LM run with its last checkpoints removed resumes from an earlier one and ends identically."""
+def test_language_model_resumes_to_the_same_result(mock_tfds, monkeypatch, tmp_path):
+  """A finished LM run with its last checkpoints removed resumes from an earlier one and ends identically; so does
+  one stopped at an evaluation step, which evaluates once."""
   import shutil
 
   from experiments import lstm_shakespeare
   from fnets import config as config_lib
-  from fnets import train_lm
+  from fnets import runs, train_lm
   config = config_lib.override(lstm_shakespeare.get_config(), [
       "--config.num_steps=8", "--config.batch_size=4", "--config.seq_len=16", "--config.eval_every_steps=4",
       "--config.checkpoint_every_steps=2", "--config.log_every_steps=2", "--config.model.hidden_size=16",
@@ -193,9 +194,62 @@ def test_language_model_resumes_to_the_same_result(mock_tfds, tmp_path):
   assert train_lm.train_and_evaluate(config, workdir) == first
   for a, b in zip(jax.tree.leaves(final_params_at(workdir, 8)), jax.tree.leaves(params_at_8)):
     assert np.array_equal(a, b)
-  assert [r["step"] for r in read_metrics(workdir) if r["split"] == "eval"] == [4, 8]
+  assert [(r[0], r[1]) for r in records(workdir)] == [(4, "eval"), (8, "eval"), (8, "test")]
+
+  stopped = str(tmp_path / "stopped")
+  with monkeypatch.context() as patch:
+    sigterm_during_step(patch, train_lm, 4, stop_step=4)
+    with pytest.raises(runs.Preempted, match="at step 4$"):
+      train_lm.train_and_evaluate(config, stopped)
+  assert train_lm.train_and_evaluate(config, stopped) == first
+  assert records(stopped) == records(workdir)
 
 
 def final_params_at(workdir, step):
   with ocp.StandardCheckpointer() as checkpointer:
     return checkpointer.restore(os.path.join(workdir, "checkpoints", str(step), "default"))["params"]
+
+
+def sigterm_during_step(monkeypatch, module, train_fn_index, stop_step):
+  """Makes the next run of `module` send itself SIGTERM from inside training step `stop_step`, as a preemption
+  at exactly that step would (the run's own handler catches it)."""
+  setup = module.setup
+
+  def setup_then_stop(*args):
+    parts = list(setup(*args))
+    train_fn, calls = parts[train_fn_index], []
+
+    def train_fn_then_stop(*step_args):
+      out = train_fn(*step_args)
+      calls.append(None)
+      if len(calls) == stop_step:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return out
+    parts[train_fn_index] = train_fn_then_stop
+    return tuple(parts)
+  monkeypatch.setattr(module, "setup", setup_then_stop)
+
+
+def records(workdir):
+  return [(r["step"], r["split"], r["loss"]) for r in read_metrics(workdir) if r["split"] != "train"]
+
+
+def test_stop_at_any_step_neither_skips_nor_repeats_an_evaluation(mock_tfds, monkeypatch, tmp_path):
+  from experiments import cnn_mnist
+  from fnets import config as config_lib
+  from fnets import runs, train
+  config = config_lib.override(cnn_mnist.get_config(), [  # 64 mock examples: 4 steps an epoch, 3 epochs
+      "--config.batch_size=16", "--config.num_epochs=3", "--config.checkpoint_every_steps=3",
+      "--config.model.conv_features=(4,)", "--config.model.dense_features=(8,)"])
+  train.train_and_evaluate(config, str(tmp_path / "uninterrupted"))
+  expected = records(str(tmp_path / "uninterrupted"))
+  assert [r[0] for r in expected] == [4, 8, 12, 12]  # an evaluation after each epoch, then the test
+  for stop_step in (4, 6):  # the end of epoch 1 (where it evaluates), the middle of epoch 2
+    workdir = str(tmp_path / f"stopped_at_{stop_step}")
+    with monkeypatch.context() as patch:
+      sigterm_during_step(patch, train, 2, stop_step)
+      with pytest.raises(runs.Preempted, match=f"at step {stop_step}$"):
+        train.train_and_evaluate(config, workdir)
+    assert saved_steps(workdir)[-1] == stop_step
+    train.train_and_evaluate(config, workdir)
+    assert records(workdir) == expected, stop_step
