@@ -19,7 +19,8 @@ import experiments
 from fnets import config as config_lib
 
 flags.DEFINE_string("experiment", None, "Experiment to run: a file experiments/NAME.py.")
-flags.DEFINE_string("workdir", None, "Directory for config, metrics and checkpoints (default /tmp/fnets/NAME).")
+flags.DEFINE_string("workdir", None,
+                    "Directory for config, metrics and checkpoints (default /tmp/fnets_runs/NAME).")
 flags.DEFINE_bool("list", False, "List the experiments and exit.")
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resuming from the workdir's latest checkpoint), or "
                   "eval: test metrics of the workdir's best (else latest) checkpoint, without training.")
@@ -63,7 +64,8 @@ def main(argv):
     config = config_lib.override(module.get_config(), config_args)
   except config_lib.ConfigError as e:
     fail(str(e))
-  workdir = FLAGS.workdir or f"/tmp/fnets/{FLAGS.experiment}"
+  # (Not /tmp/fnets: a directory named like the package shadows an editable install for Python started in /tmp.)
+  workdir = FLAGS.workdir or f"/tmp/fnets_runs/{FLAGS.experiment}"
   logging.info("experiment %s, workdir %s\n%s", FLAGS.experiment, workdir, config)
   trainer = importlib.import_module(getattr(module, "TRAINER", "fnets.train"))
   from fnets import parallel, runs

@@ -84,14 +84,14 @@ async def run_notebook(name: str, tmp_path, jax_cache: str) -> tuple[list, dict]
   report = f"import json\nprint('REPORT ' + json.dumps({case['report']}))"
   nb.cells[index + 1:index + 1] = [nbformat.v4.new_code_cell(inject)]
   nb.cells.append(nbformat.v4.new_code_cell(report))
-  # The kernel runs in the temporary directory; the notebook is never written back. At these sizes compiling is
-  # most of the time: XLA compiles with most optimisations off, and the kernels share a compilation cache (its
-  # size limit turns on the cache's file lock, for kernels running at the same time).
+  # The kernel runs in the temporary directory (also its TMPDIR); the notebook is never written back. At these
+  # sizes compiling is most of the time: XLA compiles with most optimisations off, and the kernels share a
+  # compilation cache (its size limit turns on the cache's file lock, for kernels running at the same time).
   client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
   await client.async_execute(env={
-      **os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1", "JAX_COMPILATION_CACHE_DIR": jax_cache,
-      "JAX_COMPILATION_CACHE_MAX_SIZE": str(2**30), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-      "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
+      **os.environ, "TMPDIR": str(tmp_path), "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
+      "JAX_COMPILATION_CACHE_DIR": jax_cache, "JAX_COMPILATION_CACHE_MAX_SIZE": str(2**30),
+      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
   (line,) = [line for line in "".join(o.get("text", "") for o in nb.cells[-1].outputs).splitlines()
              if line.startswith("REPORT ")]
   return nb.cells, json.loads(line[len("REPORT "):])
