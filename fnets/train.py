@@ -197,10 +197,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           # neither skips nor repeats one.
           if step == total_steps or step % steps_per_epoch == 0:
             break
-          if stop.signum or (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0):
-            save()
           if stop.signum:
+            save()
             raise runs.Preempted(step, stop.signum)
+          if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+            save()
         # End of an epoch (or of training). The per-epoch evaluation is on the test split (no validation split
         # is carved out by default); only the "best" checkpoint selects on it.
         test = evaluate(eval_fn, state, data.test, config.eval_batch_size)

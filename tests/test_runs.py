@@ -51,7 +51,9 @@ def final_params(workdir):
 
 
 def eval_records(workdir):
-  return [(r["step"], r["split"], r["loss"], r["accuracy"]) for r in read_metrics(workdir) if r["split"] != "train"]
+  """(step, split, loss, accuracy) of the eval and test records (accuracy None for the language models)."""
+  return [(r["step"], r["split"], r["loss"], r.get("accuracy")) for r in read_metrics(workdir)
+          if r["split"] != "train"]
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +196,7 @@ def test_language_model_resumes_to_the_same_result(mock_tfds, monkeypatch, tmp_p
   assert train_lm.train_and_evaluate(config, workdir) == first
   for a, b in zip(jax.tree.leaves(final_params_at(workdir, 8)), jax.tree.leaves(params_at_8)):
     assert np.array_equal(a, b)
-  assert [(r[0], r[1]) for r in records(workdir)] == [(4, "eval"), (8, "eval"), (8, "test")]
+  assert [(r[0], r[1]) for r in eval_records(workdir)] == [(4, "eval"), (8, "eval"), (8, "test")]
 
   stopped = str(tmp_path / "stopped")
   with monkeypatch.context() as patch:
@@ -202,7 +204,7 @@ def test_language_model_resumes_to_the_same_result(mock_tfds, monkeypatch, tmp_p
     with pytest.raises(runs.Preempted, match="at step 4$"):
       train_lm.train_and_evaluate(config, stopped)
   assert train_lm.train_and_evaluate(config, stopped) == first
-  assert records(stopped) == records(workdir)
+  assert eval_records(stopped) == eval_records(workdir)
 
 
 def final_params_at(workdir, step):
@@ -230,10 +232,6 @@ def sigterm_during_step(monkeypatch, module, train_fn_index, stop_step):
   monkeypatch.setattr(module, "setup", setup_then_stop)
 
 
-def records(workdir):
-  return [(r["step"], r["split"], r["loss"]) for r in read_metrics(workdir) if r["split"] != "train"]
-
-
 def test_stop_at_any_step_neither_skips_nor_repeats_an_evaluation(mock_tfds, monkeypatch, tmp_path):
   from experiments import cnn_mnist
   from fnets import config as config_lib
@@ -242,7 +240,7 @@ def test_stop_at_any_step_neither_skips_nor_repeats_an_evaluation(mock_tfds, mon
       "--config.batch_size=16", "--config.num_epochs=3", "--config.checkpoint_every_steps=3",
       "--config.model.conv_features=(4,)", "--config.model.dense_features=(8,)"])
   train.train_and_evaluate(config, str(tmp_path / "uninterrupted"))
-  expected = records(str(tmp_path / "uninterrupted"))
+  expected = eval_records(str(tmp_path / "uninterrupted"))
   assert [r[0] for r in expected] == [4, 8, 12, 12]  # an evaluation after each epoch, then the test
   for stop_step in (4, 6):  # the end of epoch 1 (where it evaluates), the middle of epoch 2
     workdir = str(tmp_path / f"stopped_at_{stop_step}")
@@ -252,4 +250,4 @@ def test_stop_at_any_step_neither_skips_nor_repeats_an_evaluation(mock_tfds, mon
         train.train_and_evaluate(config, workdir)
     assert saved_steps(workdir)[-1] == stop_step
     train.train_and_evaluate(config, workdir)
-    assert records(workdir) == expected, stop_step
+    assert eval_records(workdir) == expected, stop_step
