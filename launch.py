@@ -1,29 +1,32 @@
-"""Runs an experiment: python launch.py --experiment=NAME [--workdir=DIR] [--config.FIELD=VALUE ...]
+"""Runs an experiment: python launch.py --config=PATH.py[:ARG] [--workdir=DIR] [--config.FIELD=VALUE ...]
 
-  python launch.py --list                                   # experiments, one line each
-  python launch.py --experiment=cnn_mnist --config.num_epochs=2 --config.learning_rate=0.05
+  python launch.py --list                                        # the experiments and their variants
+  python launch.py --experiment=cnn_mnist --config.num_epochs=2  # short for --config=experiments/cnn_mnist.py
+  python launch.py --experiment=lstm_shakespeare:rnn             # a variant: get_config("rnn")
+  python launch.py --config=my_configs/wide_cnn.py --workdir=/tmp/wide
 
 Every device of the machine is used (the global batch is split over them). Multi-host: run the same command on
 every host with --distributed (TPU pods, SLURM: JAX finds the rest), or with --coordinator_address,
 --num_processes and --process_id.
 """
 
-import importlib
-import pkgutil
 import sys
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 import fnets  # noqa: F401  (sets XLA flags before JAX starts)
-import experiments
 from fnets import config as config_lib
 
-flags.DEFINE_string("experiment", None, "Experiment to run: a file experiments/NAME.py.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file PATH.py[:ARG] defining get_config(); override fields with --config.FIELD=VALUE.",
+    lock_config=True)
+flags.DEFINE_string("experiment", None, "NAME[:ARG]: short for --config=experiments/NAME.py[:ARG].")
 flags.DEFINE_string("workdir", None,
                     "Directory for config, metrics and checkpoints (default /tmp/fnets_runs/NAME).")
-flags.DEFINE_bool("list", False, "List the experiments and exit.")
+flags.DEFINE_bool("list", False, "List the experiments and their variants, and exit.")
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resuming from the workdir's latest checkpoint), or "
-                  "eval: test metrics of the workdir's best (else latest) checkpoint, without training.")
+                  "eval: validation and test metrics of the workdir's best (else latest) checkpoint.")
 flags.DEFINE_bool("fresh", False, "Start again: move an existing run in --workdir aside to WORKDIR.old-TIMESTAMP.")
 flags.DEFINE_bool("distributed", False, "Join a multi-process run through jax.distributed, with the settings JAX "
                   "detects (TPU pod, SLURM, ...). Implied by --coordinator_address.")
@@ -33,63 +36,78 @@ flags.DEFINE_integer("process_id", None, "This process's index in a multi-proces
 FLAGS = flags.FLAGS
 
 
-def available() -> dict[str, str]:
-  """{name: one-line description} of every experiment file."""
-  out = {}
-  for info in pkgutil.iter_modules(experiments.__path__):
-    module = importlib.import_module(f"experiments.{info.name}")
-    if hasattr(module, "get_config"):
-      out[info.name] = (module.__doc__ or "").strip().splitlines()[0]
-  return out
-
-
 def fail(message: str):
   print(f"error: {message}", file=sys.stderr)
   sys.exit(2)
 
 
-def main(argv):
-  config_args = [a for a in argv[1:] if a.startswith("--config.")]
-  if extra := [a for a in argv[1:] if a not in config_args]:
-    fail(f"unexpected arguments {extra}; see --helpshort")
-  names = available()
-  if FLAGS.list:
-    width = max(map(len, names))
-    print("\n".join(f"{name:<{width}}  {doc}" for name, doc in sorted(names.items())))
-    return
-  if FLAGS.experiment not in names:
-    fail(f"unknown experiment {FLAGS.experiment!r}; choose one of: {', '.join(sorted(names))}")
-  module = importlib.import_module(f"experiments.{FLAGS.experiment}")
+def list_experiments() -> str:
+  lines = []
+  for name in config_lib.experiment_names():
+    module = config_lib.load_module(config_lib.experiment_path(name))
+    lines.append(f"{name:<18} {(module.__doc__ or '').strip().splitlines()[0]}")
+    for arg, description in getattr(module, "VARIANTS", {}).items():
+      lines.append(f"  {name}:{arg:<{16 - len(name)}} {description}")
+  return "\n".join(lines)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flags, with --experiment=NAME expanded to --config=PATH and every --config.FIELD=VALUE checked against
+  the config file first, so that each mistake is one line (config_flags' own errors are tracebacks, or none)."""
   try:
-    config = config_lib.override(module.get_config(), config_args)
-  except config_lib.ConfigError as e:
+    args = argv[1:]
+    if experiments := [a for a in args if a.startswith("--experiment=")]:
+      if any(a.startswith("--config=") for a in args):
+        raise config_lib.ConfigError("give --experiment=NAME or --config=PATH, not both")
+      spec = config_lib.experiment_path(experiments[-1].removeprefix("--experiment="))
+      args = [f"--config={spec}"] + [a for a in args if a not in experiments]
+    overrides = [a for a in args if a.startswith("--config.")]
+    if bad := [a for a in args if a.startswith("--config") and not a.startswith(("--config=", "--config."))]:
+      raise config_lib.ConfigError(f"cannot read {bad[0]!r}: write --config=PATH.py[:ARG] and --config.FIELD=VALUE")
+    if specs := [a.removeprefix("--config=") for a in args if a.startswith("--config=")]:
+      config_lib.check_overrides(config_lib.load(specs[-1]), overrides)
+    elif overrides:
+      raise config_lib.ConfigError(f"{overrides[0]} needs a config: add --experiment=NAME or --config=PATH.py")
+    if positional := [a for a in args if not a.startswith("-")]:
+      raise config_lib.ConfigError(f"unexpected argument {positional[0]!r}; flags are written --name=value "
+                                   f"(see --helpshort)")
+    return FLAGS([argv[0], *args])
+  except flags.Error as e:
+    fail(str(e).splitlines()[0])
+  except config_lib.UsageError as e:
     fail(str(e))
-  # (Not /tmp/fnets: a directory named like the package shadows an editable install for Python started in /tmp.)
-  workdir = FLAGS.workdir or f"/tmp/fnets_runs/{FLAGS.experiment}"
-  logging.info("experiment %s, workdir %s\n%s", FLAGS.experiment, workdir, config)
-  trainer = importlib.import_module(getattr(module, "TRAINER", "fnets.train"))
-  from fnets import parallel, runs
-  from fnets.data.tfds_source import DataError
-  parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, auto=FLAGS.distributed)
+
+
+def main(argv):
+  del argv  # everything is in FLAGS
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # other libraries' INFO logs (Orbax, TFDS); fnets' own lines stay
+  if FLAGS.list:
+    print(list_experiments())
+    return
+  from fnets import loop, parallel, runs  # (imports JAX: after the flags are known to be good)
   try:
+    spec = config_flags.get_config_filename(FLAGS["config"]) if FLAGS["config"].present else None
+    if FLAGS.mode == "eval" and FLAGS.workdir and spec is None:
+      config = runs.recorded_config(FLAGS.workdir)  # --mode=eval --workdir=DIR: the run's own config
+    elif spec is None:
+      raise config_lib.ConfigError("no config: give --experiment=NAME or --config=PATH.py (see --list)")
+    else:
+      config = FLAGS.config
+    config_lib.check(config)
+    # (Not /tmp/fnets: a directory named like the package shadows an editable install for Python started in /tmp.)
+    workdir = FLAGS.workdir or f"/tmp/fnets_runs/{config_lib.run_name(spec)}"
+    parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, auto=FLAGS.distributed)
     if FLAGS.mode == "eval":
-      trainer.evaluate_checkpoint(config, workdir)
-      return
-    if FLAGS.fresh and parallel.is_primary() and (moved := runs.move_aside(workdir)):
-      logging.info("--fresh: the previous run in %s was moved to %s", workdir, moved)
-    parallel.sync("fresh")  # no process starts before the old run is out of the way
-    trainer.train_and_evaluate(config, workdir)
+      runs.check_workdir(workdir, config)  # the run's config, up to the fields that do not change results
+      loop.evaluate_checkpoint(runs.recorded_config(workdir), workdir)
+    else:
+      loop.train_and_evaluate(config, workdir, fresh=FLAGS.fresh)
   except runs.Preempted as e:
     print(f"{e}: checkpoint saved in {workdir}; run the same command to resume.", file=sys.stderr)
     sys.exit(128 + e.signum)
-  except (DataError, runs.RunError, ValueError) as e:
+  except config_lib.UsageError as e:
     fail(str(e))
-
-
-def parse_flags(argv):
-  """absl parses its own flags; the --config.* overrides are passed through to main."""
-  config_args = [a for a in argv[1:] if a.startswith("--config.")]
-  return FLAGS([a for a in argv if a not in config_args]) + config_args
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ def main():
   variables = model.init(jax.random.key(0), data.train.images_NHWC[:1], train=False)
   lr = optim.schedule(config, 1000, 97)
   tx = optim.optimizer(config, lr)
-  state = train.TrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"],
-                           tx.init(variables["params"]))
+  state = train.TrainState(jnp.zeros((), jnp.int32), variables["params"], tx.init(variables["params"]),
+                           variables["batch_stats"])
   step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, lr_schedule=lr, config=config,
                                    mean_C=data.mean_C, std_C=data.std_C, key=jax.random.key(1)), donate_argnums=0)
 

@@ -39,8 +39,8 @@ def measure(model_name: str, steps: int) -> dict:
     lr = optim.schedule(config, 1000, 100)
     tx = optim.optimizer(config, lr)
     variables = model.init(jax.random.key(0), x[:1], train=False)
-    state = train.TrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"],
-                             tx.init(variables["params"]))
+    state = train.TrainState(jnp.zeros((), jnp.int32), variables["params"], tx.init(variables["params"]),
+                             variables["batch_stats"])
     step = functools.partial(train.train_step, model=model, tx=tx, lr_schedule=lr, config=config,
                              mean_C=np.full(1, 33.0, np.float32), std_C=np.full(1, 78.0, np.float32))
   else:
@@ -51,12 +51,8 @@ def measure(model_name: str, steps: int) -> dict:
     lr = optim.schedule(config, 1000, 1)
     tx = optim.optimizer(config, lr)
     params = model.init(jax.random.key(0), batch[0][:1, :-1])["params"]
-    state = (params, tx.init(params))
-    lm_step = functools.partial(train_lm.train_step, model=model, tx=tx, lr_schedule=lr)
-
-    def step(state, tokens, key):
-      params, opt_state, metrics = lm_step(*state, 0, tokens, key)  # (the step only sets the LR and dropout key)
-      return (params, opt_state), metrics
+    state = train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {})
+    step = functools.partial(train_lm.train_step, model=model, tx=tx, lr_schedule=lr)
 
   replicated, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
   state = jax.device_put(state, replicated)

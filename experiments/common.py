@@ -5,9 +5,13 @@ import ml_collections
 
 def image_classification() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.task = "classify"  # fnets/train.py
   c.seed = 0
   c.dataset = "mnist"
   c.data_dir = ""  # empty: $TFDS_DATA_DIR, else ~/tensorflow_datasets
+  # The last validation_percent % of TFDS's train split is held out: evaluated after every epoch, it picks the
+  # best checkpoint. The test split is read once, at the end. 0: train on all of it, no evaluation until the end.
+  c.validation_percent = 10
   c.batch_size = 128
   c.eval_batch_size = 1000
   c.num_epochs = 10

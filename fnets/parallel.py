@@ -19,7 +19,10 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from fnets.config import ConfigError
+
 DATA = "data"
+PARAM_SHARDINGS = ("replicated", "fsdp")
 FSDP_MIN_SIZE = 2**14  # arrays smaller than this stay replicated under fsdp: splitting them saves nothing
 
 
@@ -54,15 +57,15 @@ def check_divisible(name: str, size: int, mesh) -> None:
   n = mesh.size
   if size % n:
     lower, upper = size // n * n, (size // n + 1) * n
-    raise ValueError(f"{name} {size} cannot be split over {n} devices: the global batch is divided equally "
-                     f"among them. Use a multiple of {n} (e.g. --config.{name}={lower or upper} or {upper}).")
+    raise ConfigError(f"--config.{name}={size} cannot be split over {n} devices (the global batch is divided "
+                      f"equally among them); use a multiple of {n}, e.g. --config.{name}={lower or upper} or {upper}")
 
 
 def state_shardings(mesh, state, mode: str):
   """Shardings for every array of a train state: all replicated, or under "fsdp" each array of at least
   FSDP_MIN_SIZE elements split along its largest axis that the device count divides (the same rule places
   params and their optimizer moments alike)."""
-  if mode not in ("replicated", "fsdp"):
+  if mode not in PARAM_SHARDINGS:
     raise ValueError(f"param_sharding must be 'replicated' or 'fsdp', not {mode!r}")
 
   def leaf(x):

@@ -1,14 +1,31 @@
 """What a run writes: metrics.jsonl (one JSON object per line), TensorBoard events, and console progress."""
 
 import json
+import logging
 import os
+import sys
 import time
 
 import jax
 import numpy as np
-from absl import logging
 
 from fnets import parallel, runs
+
+
+class _Stderr(logging.Handler):
+  """Writes to whatever sys.stderr is when a line is logged (a notebook's or pytest's replaces it)."""
+
+  def emit(self, record):
+    print(self.format(record), file=sys.stderr, flush=True)
+
+
+# fnets' own progress lines and warnings, shown in a terminal and in notebooks; other libraries' INFO logs go
+# through absl, which launch.py keeps at WARNING unless --verbosity=1.
+console = logging.getLogger("fnets")
+if not console.handlers:
+  console.addHandler(_Stderr())
+  console.setLevel(logging.INFO)
+  console.propagate = False
 
 
 class RunLog:
@@ -42,7 +59,7 @@ class RunLog:
     if split == "train" and self._start_step < step < self._total_steps:
       per_step = (time.time() - self._start) / (step - self._start_step)
       eta = f"  ETA {_duration(per_step * (self._total_steps - step))}"
-    logging.info("[%s] step %d/%d  %s%s", split, step, self._total_steps, text, eta)
+    console.info("[%s] step %d/%d  %s%s", split, step, self._total_steps, text, eta)
     return record
 
   def close(self):
@@ -85,7 +102,7 @@ class TrainWindow:
 
 
 def _drop_records_after(path: str, step: int) -> None:
-  """On resume, the records written after the checkpoint (and the final "test" one) are dropped: the resumed
+  """On resume, the records written after the checkpoint (and the final "test" ones) are dropped: the resumed
   run writes them again. The file is replaced atomically, so a crash here loses nothing."""
   if not os.path.exists(path):
     return
@@ -97,7 +114,7 @@ def _drop_records_after(path: str, step: int) -> None:
       record = json.loads(line)
     except json.JSONDecodeError:  # a line cut short by a kill
       continue
-    if record["step"] <= step and record["split"] != "test":
+    if record["step"] <= step and not record["split"].startswith("test"):
       keep.append(line)
   if len(keep) != len(lines):
     with open(f"{path}.tmp", "w") as f:

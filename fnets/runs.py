@@ -1,6 +1,6 @@
 """A run's directory: its record, its checkpoints, and what stops it (preemption, a non-finite loss).
 
-    WORKDIR/config.json        the config; a later start with another config is refused
+    WORKDIR/config.json        the config of the latest start; a start with another config is refused
     WORKDIR/run.json           one record per start: command, versions, git commit, devices, seed
     WORKDIR/checkpoints/STEP   the last `keep_checkpoints` train states (Orbax)
     WORKDIR/best/STEP          the train state with the best eval metric
@@ -18,11 +18,13 @@ from importlib import metadata
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
+from fnets import config as config_lib
 from fnets import parallel
 
 
-class RunError(RuntimeError):
+class RunError(config_lib.UsageError):
   """A run that cannot start or go on; the message says why and what to do."""
 
 
@@ -63,40 +65,66 @@ def _config_diff(recorded: dict, current: dict, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
       lines += _config_diff(a, b, f"{prefix}{key}.")
     elif a != b:
-      lines.append(f"  {prefix}{key}: recorded {a!r}, now {b!r}")
+      lines.append(f"{prefix}{key}: recorded {a!r}, now {b!r}")
   return lines
 
 
-def start(workdir: str, config) -> None:
-  """Checks that `workdir` is writable and holds no run of another config; records this start. In a
-  multi-process run every process checks, and process 0 writes."""
-  current = json.loads(config.to_json())
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test.{jax.process_index()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise RunError(f"cannot write to workdir {workdir}: {e.strerror}. Choose another --workdir.") from None
+def _nearest_existing(path: str) -> str:
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  return path
+
+
+def check_workdir(workdir: str, config, fresh: bool = False) -> None:
+  """Read-only checks before a run reads any data: `workdir` can be written, and holds no run of another config
+  (fields in config.FREE_FIELDS may differ: they do not change the result). With `fresh` the old run will be moved
+  aside, so its config does not matter."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise RunError(f"--workdir={workdir} is a file, not a directory; choose another --workdir")
+  parent = _nearest_existing(workdir)
+  if not os.path.isdir(parent):
+    raise RunError(f"--workdir={workdir}: {parent} is a file, not a directory; choose another --workdir")
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise RunError(f"cannot write to workdir {workdir} ({parent} is not writable); choose another --workdir")
   config_path = os.path.join(workdir, "config.json")
-  if os.path.exists(config_path):
-    with open(config_path) as f:
-      recorded = json.load(f)
-    if diff := _config_diff(recorded, current):
-      raise RunError(f"workdir {workdir} holds a run with another config:\n" + "\n".join(diff) +
-                     "\nUse another --workdir, rerun with the recorded config to resume it, or pass --fresh to move "
-                     "the old run aside and start again.")
-  elif parallel.is_primary():
-    _write_atomic(config_path, json.dumps(current, indent=2) + "\n")
+  if fresh or not os.path.exists(config_path):
+    return
+  with open(config_path) as f:
+    recorded = json.load(f)
+  current = json.loads(config.to_json())
+  for name in config_lib.FREE_FIELDS:
+    recorded.pop(name, None), current.pop(name, None)
+  if diff := _config_diff(recorded, current):
+    raise RunError(f"workdir {workdir} holds a run with another config ({'; '.join(diff)}); use another "
+                   f"--workdir, rerun with the recorded config to resume it, or pass --fresh to move the old run "
+                   f"aside and start again")
+
+
+def recorded_config(workdir: str):
+  """The config of the run in `workdir` (its config.json)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise RunError(f"{workdir} holds no run (no config.json); give the workdir of a run, or train first")
+  with open(path) as f:
+    return config_lib.from_json(json.load(f))
+
+
+def start(workdir: str, config, files: dict[str, str] | None = None, summary: dict | None = None) -> None:
+  """Records a start that has passed every check and read its data: config.json (this start's config), `files`,
+  and one more record in run.json. In a multi-process run process 0 writes."""
+  os.makedirs(workdir, exist_ok=True)
   if not parallel.is_primary():
     return
+  write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+  for name, text in (files or {}).items():
+    _write_atomic(os.path.join(workdir, name), text)
   record_path = os.path.join(workdir, "run.json")
   records = json.load(open(record_path)) if os.path.exists(record_path) else []
   records.append({"started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                   "command": sys.argv, "seed": config.seed, "git": _git_state(), "versions": _versions(),
                   "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-                  "processes": jax.process_count()})
+                  "processes": jax.process_count(), **(summary or {})})
   _write_atomic(record_path, json.dumps(records, indent=2) + "\n")
 
 
@@ -140,6 +168,9 @@ class Checkpoints:
   def latest_step(self) -> int | None:
     return self._latest.latest_step()
 
+  def best_step(self) -> int | None:
+    return self._best.best_step()
+
   def save(self, step: int, state, eval_metrics: dict | None = None):
     if step in self._latest.all_steps():
       return
@@ -172,15 +203,19 @@ class Checkpoints:
 
 
 def restore_for_eval(workdir: str, like, best_metric: str, best_mode: str):
-  """The best checkpoint of a run, else its latest; a RunError if it has none."""
+  """(state, step) of the best checkpoint of a run, else of its latest; a RunError if it has none."""
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise RunError(f"{workdir} has no checkpoint to evaluate; train first (the same command without --mode=eval)")
   checkpoints = Checkpoints(workdir, 1, best_metric, best_mode)
   try:
-    restored = checkpoints.restore(like, best=True) or checkpoints.restore(like)
+    best = checkpoints.best_step() is not None
+    restored = checkpoints.restore(like, best=best)
+    step = checkpoints.best_step() if best else checkpoints.latest_step()
   finally:
     checkpoints.close()
   if restored is None:
     raise RunError(f"{workdir} has no checkpoint to evaluate; train first (the same command without --mode=eval)")
-  return restored
+  return restored, step
 
 
 # --- What stops a run.
@@ -204,6 +239,14 @@ class StopSignals:
 
   def _handle(self, signum, frame):
     self.signum = signum
+
+  def agreed(self) -> int | None:
+    """The signal that any process got, or None: the same answer on every process, so that all of them stop
+    after the same step (one that stopped alone would wait forever in the next collective of the others)."""
+    if jax.process_count() == 1:
+      return self.signum
+    signums = multihost_utils.process_allgather(np.int32(self.signum or 0))
+    return int(np.max(signums)) or None
 
   def __exit__(self, *exc):
     for s, handler in self._previous.items():

@@ -1,7 +1,7 @@
-"""Image classification: `train_and_evaluate(config, workdir)`, callable from launch.py or a notebook.
+"""Image classification: `setup(config)` builds the task that fnets/loop.py trains and evaluates.
 
-Stages, in order: run directory → mesh → input → model → optimizer and state → jitted steps → checkpoints → loop.
-The same code runs on one device or many, in one process or many (fnets/parallel.py).
+Stages, in order: mesh → input (train and held-out validation; test only when the loop asks) → model → optimizer
+and state → jitted steps. The same code runs on one device or many, in one process or many (fnets/parallel.py).
 
 With `config.ensemble_size = K > 1`, K members are trained at once by `jax.vmap` over a leading member axis of
 the train state: member k is exactly the run of seed `config.seed + k` (its own init, data order, augmentation and
@@ -9,29 +9,17 @@ dropout), and evaluation reports the ensemble (mean of the members' probabilitie
 """
 
 import functools
-import itertools
-import os
-from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 
-from fnets import models, optim, parallel, runs
+from fnets import loop, models, optim, parallel
+from fnets.config import ConfigError
 from fnets.data import images as image_data
-from fnets.run_log import RunLog, TrainWindow
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
+from fnets.loop import TrainState
 
 
 def cross_entropy(logits_BxC, labels_B, label_smoothing: float = 0.0):
@@ -48,14 +36,14 @@ def train_step(state: TrainState, images_BHWC, labels_B, key, *, model, tx, lr_s
     x_BHWC = image_data.augment(aug_key, x_BHWC, config.crop_padding, config.flip)
 
   def loss_fn(params):
-    logits_BxC, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x_BHWC, train=True,
+    logits_BxC, updates = model.apply({"params": params, "batch_stats": state.model_state}, x_BHWC, train=True,
                                       rngs={"dropout": dropout_key}, mutable=["batch_stats"])
     loss = cross_entropy(logits_BxC, labels_B, config.label_smoothing).mean()
     return loss, (logits_BxC, updates.get("batch_stats", {}))
 
   (loss, (logits_BxC, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), batch_stats, opt_state)
+  new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state, batch_stats)
   metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits_BxC, -1) == labels_B),
              "learning_rate": lr_schedule(state.step)}
   return new_state, metrics
@@ -71,7 +59,8 @@ def eval_step(state: TrainState, images_BHWC, labels_B, mask_B, *, model, mean_C
   """Sums of loss and correct predictions over the unmasked examples of one batch; for an ensemble, those of
   the ensemble's prediction (the mean of the members' probabilities) and, under "members", of each member."""
   x_BHWC = image_data.normalize(images_BHWC, mean_C, std_C)
-  logits = lambda state: model.apply({"params": state.params, "batch_stats": state.batch_stats}, x_BHWC, train=False)
+  logits = lambda state: model.apply({"params": state.params, "batch_stats": state.model_state}, x_BHWC,
+                                     train=False)
   if not ensemble:
     return _eval_sums(logits(state), labels_B, mask_B)
   logits_KxBxC = jax.vmap(logits)(state)
@@ -97,26 +86,30 @@ def evaluate(eval_fn, state, split: image_data.ImageSplit, batch_size: int) -> d
   return metrics
 
 
-def member_batches(split, config, epoch: int):
-  """The training batches of one epoch: member k of an ensemble reads the data order of seed `seed + k`."""
+def member_batch(split, config, step: int):
+  """Training batch `step`: member k of an ensemble reads the data order of seed `seed + k`."""
   if config.ensemble_size == 1:
-    return image_data.train_batches(split, config.batch_size, config.seed, epoch)
-  streams = [image_data.train_batches(split, config.batch_size, config.seed + k, epoch)
+    return image_data.train_batch(split, config.batch_size, config.seed, step)
+  batches = [image_data.train_batch(split, config.batch_size, config.seed + k, step)
              for k in range(config.ensemble_size)]
-  return (tuple(np.stack(parts) for parts in zip(*batches)) for batches in zip(*streams))
+  return tuple(np.stack(parts) for parts in zip(*batches))
 
 
-def setup(config: ml_collections.ConfigDict):
+def setup(config: ml_collections.ConfigDict) -> loop.Task:
   """Mesh, input, model, optimizer, the initial state and the jitted steps: all a run, its evaluation or a
-  notebook needs. Returns (data, state, train_fn, eval_fn, steps_per_epoch, total_steps)."""
+  notebook needs (`.context` holds the data and the model)."""
   # --- Mesh: the global batch is split over all devices of all processes (fnets/parallel.py).
   mesh = parallel.make_mesh()
   parallel.check_divisible("batch_size", config.batch_size, mesh)
   parallel.check_divisible("eval_batch_size", config.eval_batch_size, mesh)
 
-  # --- Input.
-  data = image_data.load(config.dataset, config.data_dir or None)
-  steps_per_epoch = len(data.train.labels_N) // config.batch_size
+  # --- Input: train and validation in memory; the test split is read only by evaluate(state, "test").
+  data = image_data.load(config.dataset, config.data_dir or None, config.validation_percent)
+  num_train = len(data.train.labels_N)
+  if config.batch_size > num_train:
+    raise ConfigError(f"--config.batch_size={config.batch_size} is larger than the {num_train} training examples; "
+                      f"use at most {num_train}")
+  steps_per_epoch = num_train // config.batch_size
   total_steps = steps_per_epoch * config.num_epochs
   if config.max_steps:
     total_steps = min(total_steps, config.max_steps)
@@ -131,8 +124,8 @@ def setup(config: ml_collections.ConfigDict):
   def init(seed):
     init_key, train_key = jax.random.split(jax.random.key(seed))
     variables = model.init(init_key, data.train.images_NHWC[:1], train=False)
-    return TrainState(jnp.zeros((), jnp.int32), variables["params"], variables.get("batch_stats", {}),
-                      tx.init(variables["params"])), train_key
+    return TrainState(jnp.zeros((), jnp.int32), variables["params"], tx.init(variables["params"]),
+                      variables.get("batch_stats", {})), train_key
 
   ensemble = config.ensemble_size > 1
   seeds = config.seed + np.arange(config.ensemble_size) if ensemble else np.int32(config.seed)
@@ -147,85 +140,28 @@ def setup(config: ml_collections.ConfigDict):
   step_fn = functools.partial(train_step, tx=tx, lr_schedule=lr_schedule, config=config, **constants)
   step_fn = jax.vmap(step_fn) if ensemble else step_fn
   batch = parallel.batch_sharding(mesh, batch_axis=1 if ensemble else 0)
-  step_fn = jax.jit(step_fn, in_shardings=(state_sharding, batch, batch, replicated),
-                    out_shardings=(state_sharding, replicated), donate_argnums=0)
-  train_fn = lambda state, images, labels: step_fn(state, parallel.to_global(images, batch),
-                                                   parallel.to_global(labels, batch), train_key)
+  step_jit = jax.jit(step_fn, in_shardings=(state_sharding, batch, batch, replicated),
+                     out_shardings=(state_sharding, replicated), donate_argnums=0)
+
+  def train_fn(state, step):
+    images, labels = member_batch(data.train, config, step)
+    return step_jit(state, parallel.to_global(images, batch), parallel.to_global(labels, batch), train_key)
+
   eval_batch = parallel.batch_sharding(mesh)
   eval_jit = jax.jit(functools.partial(eval_step, ensemble=ensemble, **constants),
                      in_shardings=(state_sharding, eval_batch, eval_batch, eval_batch), out_shardings=replicated)
   eval_fn = lambda state, *arrays: eval_jit(state, *(parallel.to_global(a, eval_batch) for a in arrays))
-  return data, state, train_fn, eval_fn, steps_per_epoch, total_steps
+  splits = {"validation": data.validation}
 
+  def evaluate_split(state, split: str) -> dict:
+    if split == "test" and "test" not in splits:
+      splits["test"] = data.read_test()
+    return evaluate(eval_fn, state, splits[split], config.eval_batch_size)
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains `config.model` on `config.dataset`, evaluating every epoch; returns the final test metrics.
-
-  Rerunning with the same config and workdir resumes from the latest checkpoint, with the same result as an
-  uninterrupted run. SIGTERM/Ctrl-C save a checkpoint and raise runs.Preempted."""
-  # --- Run directory: refuses another config's run, records this start.
-  runs.start(workdir, config)
-  data, state, train_fn, eval_fn, steps_per_epoch, total_steps = setup(config)
-
-  # --- Checkpoints: resume from the latest. The data position and all randomness follow from the step.
-  checkpoints = runs.Checkpoints(workdir, config.keep_checkpoints, best_metric="accuracy", best_mode="max")
-  state = checkpoints.restore(state) or state
-  step = int(np.max(parallel.to_host(state.step)))  # (one per member in an ensemble, all equal)
-  log = RunLog(workdir, total_steps, resume_step=step)
-  if step:
-    logging.info("resumed from %s/%d", checkpoints.directory, step)
-
-  # --- Loop.
-  window, test = TrainWindow(log, config.batch_size, "examples_per_sec"), None
-
-  def save(metrics=None):
-    window.check_finite(step)  # never save a NaN
-    checkpoints.save(step, state, metrics)
-
-  try:
-    with runs.StopSignals() as stop:
-      while step < total_steps:
-        epoch, skip = divmod(step, steps_per_epoch)
-        batches = member_batches(data.train, config, epoch)
-        for images, labels in itertools.islice(batches, skip, None):
-          state, metrics = train_fn(state, images, labels)
-          step += 1
-          window.add(metrics)
-          if step % config.log_every_steps == 0 or step == total_steps:
-            window.write(step, {"epoch": step / steps_per_epoch})
-          # At an epoch's end the save (also a stop's) comes after its evaluation, below, so that a resumed run
-          # neither skips nor repeats one.
-          if step == total_steps or step % steps_per_epoch == 0:
-            break
-          if stop.signum:
-            save()
-            raise runs.Preempted(step, stop.signum)
-          if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-            save()
-        # End of an epoch (or of training). The per-epoch evaluation is on the test split (no validation split
-        # is carved out by default); only the "best" checkpoint selects on it.
-        test = evaluate(eval_fn, state, data.test, config.eval_batch_size)
-        log.write(step, "eval", {**test, "epoch": step / steps_per_epoch})
-        save(test)
-        if stop.signum:
-          raise runs.Preempted(step, stop.signum)
-        window.restart_clock()
-    if test is None:  # the run had already finished
-      test = evaluate(eval_fn, state, data.test, config.eval_batch_size)
-    log.write(step, "test", test)
-    return test
-  finally:
-    log.close()
-    checkpoints.close()
-
-
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Test metrics of a run's best (else latest) checkpoint, without training; also written to eval.json."""
-  data, state, _, eval_fn, _, _ = setup(config)
-  restored = runs.restore_for_eval(workdir, state, best_metric="accuracy", best_mode="max")
-  test = {**evaluate(eval_fn, restored, data.test, config.eval_batch_size),
-          "checkpoint_step": int(np.max(parallel.to_host(restored.step)))}
-  if parallel.is_primary():
-    runs.write_json(os.path.join(workdir, "eval.json"), test)
-  logging.info("[test] checkpoint step %d: %s", test["checkpoint_step"], test)
-  return test
+  held_out = f"{len(data.validation.labels_N):,} validation" if data.validation else "no validation"
+  return loop.Task(
+      state=state, train_step=train_fn, evaluate=evaluate_split, total_steps=total_steps,
+      eval_every_steps=steps_per_epoch if data.validation else 0, best_metric="accuracy", best_mode="max",
+      items_per_step=config.batch_size, rate_name="examples_per_sec", steps_per_epoch=steps_per_epoch,
+      summary=f"{config.dataset}: {num_train:,} train / {held_out} examples, {steps_per_epoch} steps an epoch",
+      context=dict(data=data, model=model, mesh=mesh))

@@ -1,10 +1,12 @@
-"""Character language modelling: `train_and_evaluate(config, workdir)` for the LSTM/RNN on tiny_shakespeare.
+"""Character language modelling: `setup(config)` builds the task that fnets/loop.py trains and evaluates, for
+the LSTM/RNN on tiny_shakespeare; at the end it writes a sample.
 
-Stages: run directory → mesh → input (text, vocabulary) → model → optimizer → jitted steps → checkpoints → loop
-→ sample. The same code runs on one device or many, in one process or many (fnets/parallel.py).
+Stages: mesh → input (text, vocabulary) → model → optimizer and state → jitted steps. The same code runs on one
+device or many, in one process or many (fnets/parallel.py).
 """
 
 import functools
+import json
 import math
 import os
 
@@ -13,15 +15,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 
-from fnets import models, optim, parallel, runs
+from fnets import loop, models, optim, parallel
+from fnets.config import ConfigError
 from fnets.data import text as text_data
-from fnets.run_log import RunLog, TrainWindow
+from fnets.loop import TrainState
+from fnets.run_log import console
 
 
-def train_step(params, opt_state, step, tokens_BxT1, key, *, model, tx, lr_schedule):
+def train_step(state: TrainState, tokens_BxT1, key, *, model, tx, lr_schedule):
   """One step on windows of T+1 characters: predict characters 1..T from 0..T-1."""
+  params, step = state.params, state.step
   dropout_key = jax.random.fold_in(key, step)
 
   def loss_fn(params):
@@ -29,9 +33,9 @@ def train_step(params, opt_state, step, tokens_BxT1, key, *, model, tx, lr_sched
     return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, tokens_BxT1[:, 1:]).mean()
 
   loss, grads = jax.value_and_grad(loss_fn)(params)
-  updates, opt_state = tx.update(grads, opt_state, params)
+  updates, opt_state = tx.update(grads, state.opt_state, params)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": lr_schedule(step)}
-  return optax.apply_updates(params, updates), opt_state, metrics
+  return state.replace(step=step + 1, params=optax.apply_updates(params, updates), opt_state=opt_state), metrics
 
 
 def eval_chunk(params, state, inputs_BxT, targets_BxT, mask_BxT, *, model):
@@ -71,9 +75,9 @@ def sample(model, params, vocab: text_data.Vocab, prompt: str, length: int, temp
   return prompt + vocab.decode(parallel.to_host(generate(params, key)))
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str):
+def setup(config: ml_collections.ConfigDict) -> loop.Task:
   """Mesh, input, model, optimizer, the initial state and the jitted steps: all a run, its evaluation or a
-  notebook needs. Returns (vocab, ids by split, model, state, train_fn, eval_fn, total_steps, sample_key)."""
+  notebook needs (`.context` holds the vocabulary, the ids of each split and the model)."""
   # --- Mesh: the global batch (and the evaluation's parallel streams) split over all devices.
   mesh = parallel.make_mesh()
   parallel.check_divisible("batch_size", config.batch_size, mesh)
@@ -82,10 +86,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str):
   # --- Input: vocabulary from the train split, saved with the run.
   texts = text_data.load_text(config.dataset, config.data_dir or None, ("train", "validation", "test"))
   vocab = text_data.Vocab.from_text(texts["train"])
-  if parallel.is_primary():
-    vocab.save(os.path.join(workdir, "vocab.json"))
   ids = {split: vocab.encode(text) for split, text in texts.items()}
-  vocab.encode(config.sample_prompt)  # a prompt the vocabulary cannot encode fails now, not after training
+  if config.seq_len >= len(ids["train"]):
+    raise ConfigError(f"--config.seq_len={config.seq_len} is not shorter than the {len(ids['train']):,} "
+                      f"characters of the train text; use a shorter window")
+  try:
+    vocab.encode(config.sample_prompt)  # a prompt the vocabulary cannot encode fails now, not after training
+  except ValueError as e:
+    raise ConfigError(f"--config.sample_prompt={config.sample_prompt!r}: {e}") from None
   total_steps = config.num_steps if not config.max_steps else min(config.num_steps, config.max_steps)
 
   # --- Model: float32 params; the computation in config.dtype.
@@ -93,91 +101,46 @@ def setup(config: ml_collections.ConfigDict, workdir: str):
   lr_schedule = optim.schedule(config, config.num_steps, steps_per_epoch=1)  # all steps, even under max_steps
   tx = optim.optimizer(config, lr_schedule)
 
-  # --- Optimizer and state: a plain dict, saved whole in checkpoints; one seed gives params, dropout, samples.
+  # --- Optimizer and state; one seed gives params, dropout and samples.
   def init(seed):
     init_key, train_key, sample_key = jax.random.split(jax.random.key(seed), 3)
     params = model.init(init_key, jnp.zeros((1, config.seq_len), jnp.int32))["params"]
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}, train_key, sample_key
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {}), train_key, sample_key
 
   seed = np.int32(config.seed)
   sharding = parallel.state_shardings(mesh, jax.eval_shape(init, seed)[0], config.param_sharding)
   replicated = parallel.replicated(mesh)
   state, train_key, sample_key = jax.jit(init, out_shardings=(sharding, replicated, replicated))(seed)
 
-  # --- Steps, with explicit shardings: params and optimizer state as placed above, the batch split over devices.
+  # --- Steps, with explicit shardings: the state as placed above, the batch split over the devices. The batch of
+  # each step follows from (seed, step), so a resumed run sees the same data.
   batch = parallel.batch_sharding(mesh)
   train_jit = jax.jit(functools.partial(train_step, model=model, tx=tx, lr_schedule=lr_schedule),
-                      in_shardings=(sharding["params"], sharding["opt_state"], replicated, batch, replicated),
-                      out_shardings=(sharding["params"], sharding["opt_state"], replicated), donate_argnums=(0, 1))
-  train_fn = lambda params, opt_state, step, tokens: train_jit(params, opt_state, np.int32(step),
-                                                               parallel.to_global(tokens, batch), train_key)
+                      in_shardings=(sharding, batch, replicated), out_shardings=(sharding, replicated),
+                      donate_argnums=0)
+
+  def train_fn(state, step):
+    tokens = text_data.random_windows(ids["train"], config.batch_size, config.seq_len + 1, config.seed, step)
+    return train_jit(state, parallel.to_global(tokens, batch), train_key)
+
   eval_jit = jax.jit(functools.partial(eval_chunk, model=model))
   eval_fn = lambda params, state, *arrays: eval_jit(params, state, *(parallel.to_global(a, batch) for a in arrays))
-  return vocab, ids, model, state, train_fn, eval_fn, total_steps, sample_key
+  evaluate_split = lambda state, split: evaluate(eval_fn, state.params, ids[split], config.eval_streams,
+                                                 config.seq_len)
 
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains a character LM; returns the final validation metrics. Writes vocab.json and sample.txt; the
-  'test' record is the final model's loss on the test text. Resumes from the workdir's latest checkpoint."""
-  runs.start(workdir, config)
-  vocab, ids, model, state, train_fn, eval_fn, total_steps, sample_key = setup(config, workdir)
-  checkpoints = runs.Checkpoints(workdir, config.keep_checkpoints, best_metric="loss", best_mode="min")
-  state = checkpoints.restore(state) or state
-  params, opt_state, step = state["params"], state["opt_state"], int(parallel.to_host(state["step"]))
-  log = RunLog(workdir, total_steps, resume_step=step)
-  evaluate_text = lambda split: evaluate(eval_fn, params, ids[split], config.eval_streams, config.seq_len)
-
-  # --- Loop: the batch of each step follows from (seed, step), so a resumed run sees the same data.
-  window, val = TrainWindow(log, config.batch_size * config.seq_len, "chars_per_sec"), None
-
-  def save(metrics=None):
-    window.check_finite(step)  # never save a NaN
-    step_array = parallel.to_global(np.asarray(step, np.int32), state["step"].sharding)
-    checkpoints.save(step, {"step": step_array, "params": params, "opt_state": opt_state}, metrics)
-
-  try:
-    with runs.StopSignals() as stop:
-      while step < total_steps:
-        batch = text_data.random_windows(ids["train"], config.batch_size, config.seq_len + 1, config.seed, step)
-        params, opt_state, metrics = train_fn(params, opt_state, step, batch)
-        step += 1
-        window.add(metrics)
-        if step % config.log_every_steps == 0 or step == total_steps:
-          window.write(step)
-        # A stop at an evaluation step evaluates first, so that a resumed run neither skips nor repeats one.
-        if step % config.eval_every_steps == 0 or step == total_steps:
-          val = evaluate_text("validation")
-          log.write(step, "eval", val)
-          save(val)
-          window.restart_clock()
-        elif stop.signum or (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0):
-          save()
-        if stop.signum:
-          raise runs.Preempted(step, stop.signum)
-    if val is None:  # the run had already finished
-      val = evaluate_text("validation")
-    log.write(step, "test", evaluate_text("test"))
-    text = sample(model, params, vocab, config.sample_prompt, config.sample_length, config.sample_temperature,
+  def finish(state, workdir):
+    text = sample(model, state.params, vocab, config.sample_prompt, config.sample_length, config.sample_temperature,
                   sample_key)
     if parallel.is_primary():
       with open(os.path.join(workdir, "sample.txt"), "w") as f:
         f.write(text + "\n")
-      print(f"--- sample (temperature {config.sample_temperature}) ---\n{text}\n---")
-    return val
-  finally:
-    log.close()
-    checkpoints.close()
+      console.info("--- sample (temperature %s) ---\n%s\n---", config.sample_temperature, text)
 
-
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Validation and test loss of a run's best (else latest) checkpoint, without training; also to eval.json."""
-  _, ids, _, state, _, eval_fn, _, _ = setup(config, workdir)
-  restored = runs.restore_for_eval(workdir, state, best_metric="loss", best_mode="min")
-  out = {"checkpoint_step": int(parallel.to_host(restored["step"]))}
-  for split in ("validation", "test"):
-    metrics = evaluate(eval_fn, restored["params"], ids[split], config.eval_streams, config.seq_len)
-    out.update({f"{split}_{k}": v for k, v in metrics.items()})
-  if parallel.is_primary():
-    runs.write_json(os.path.join(workdir, "eval.json"), out)
-  logging.info("[test] checkpoint step %d: %s", out["checkpoint_step"], out)
-  return out
+  return loop.Task(
+      state=state, train_step=train_fn, evaluate=evaluate_split, total_steps=total_steps,
+      eval_every_steps=config.eval_every_steps, best_metric="loss", best_mode="min",
+      items_per_step=config.batch_size * config.seq_len, rate_name="chars_per_sec",
+      summary=f"{config.dataset}: {len(ids['train']):,} train / {len(ids['validation']):,} validation characters, "
+              f"vocabulary {len(vocab.chars)}",
+      files={"vocab.json": json.dumps({"chars": vocab.chars})}, finish=finish,
+      context=dict(vocab=vocab, ids=ids, model=model, mesh=mesh))

@@ -1,6 +1,7 @@
 import ml_collections
 import pytest
 
+from fnets import config as config_lib
 from fnets.config import ConfigError, override
 
 
@@ -19,7 +20,7 @@ def test_override_parses_each_type():
 
 @pytest.mark.parametrize("arg, message", [
     ("--config.sed=1", "unknown config field 'sed' (did you mean 'seed'?)"),
-    ("--config.seed=1.5", "expected a int"),
+    ("--config.seed=1.5", "expected an int like 0"),
     ("--config.flag=maybe", "expected a bool"),
     ("--config.widths=(1,'x')", "expected a tuple"),
     ("--config.seed", "write config overrides as --config.FIELD=VALUE"),
@@ -27,3 +28,14 @@ def test_override_parses_each_type():
 def test_bad_overrides(arg, message):
   with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
     override(base(), [arg])
+
+
+def test_every_experiment_and_variant_passes_the_checks_and_survives_config_json():
+  for name in config_lib.experiment_names():
+    module = config_lib.load_module(config_lib.experiment_path(name))
+    for arg in getattr(module, "VARIANTS", {None: ""}):
+      config = config_lib.load(config_lib.experiment_path(name if arg is None else f"{name}:{arg}"))
+      config_lib.check(config)
+      assert config_lib.from_json(config.to_dict()).to_dict() == config.to_dict()
+  assert config_lib.run_name("/x/experiments/lstm_shakespeare.py:rnn") == "lstm_shakespeare-rnn"
+  assert config_lib.load(config_lib.experiment_path("lstm_shakespeare:rnn")).model.cell == "rnn"

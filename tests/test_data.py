@@ -65,7 +65,7 @@ def test_load_through_tfds(mock_tfds, tmp_path):
   for name, shape in [("cifar10", (32, 32, 3)), ("mnist", (28, 28, 1)), ("fashion_mnist", (28, 28, 1))]:
     data = images.load(name, str(tmp_path))
     assert data.train.images_NHWC.shape == (64, *shape) and data.train.images_NHWC.dtype == np.uint8
-    assert data.test.labels_N.shape == (64,) and data.num_classes == 10
+    assert data.read_test().labels_N.shape == (64,) and data.num_classes == 10
     assert data.mean_C.shape == (shape[-1],)
 
 
@@ -78,3 +78,26 @@ def test_missing_dataset_offline_is_a_clear_error(tmp_path, monkeypatch):
 def test_unknown_dataset_is_a_clear_error(tmp_path):
   with pytest.raises(tfds_source.DataError, match="no dataset named 'not_a_dataset'"):
     images.load("not_a_dataset", str(tmp_path))
+
+
+def test_validation_is_held_out_from_train(mock_tfds, tmp_path, monkeypatch):
+  """The image experiments ask TFDS for train[:90%] and train[90%:]: by TFDS's own slicing rules these are
+  disjoint and together the whole train split, for any size. (Mock data ignores slicing, so the specs are checked
+  with TFDS's resolution of them.)"""
+  import types
+
+  import tensorflow_datasets as tfds
+  asked, real = [], tfds_source.open_source
+  monkeypatch.setattr(tfds_source, "open_source", lambda name, d, splits: asked.append(splits) or real(name, d, splits))
+  images.load("mnist", str(tmp_path), validation_percent=10)
+  (train_spec, validation_spec), = asked
+  for n in (7, 64, 50_000, 60_000):
+    info = {"train": types.SimpleNamespace(num_examples=n)}
+    (train,), (validation,) = (tfds.core.ReadInstruction.from_spec(s).to_absolute(info)
+                               for s in (train_spec, validation_spec))
+    train, validation = set(range(n)[train.from_:train.to]), set(range(n)[validation.from_:validation.to])
+    assert not train & validation and train | validation == set(range(n))
+    assert abs(len(validation) - n / 10) <= 1
+  asked.clear()
+  assert images.load("mnist", str(tmp_path), validation_percent=0).validation is None
+  assert asked == [("train",)]

@@ -24,6 +24,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MOCKED_LAUNCH = os.path.join(ROOT, "tests", "mocked_launch.py")
 CNN = ["--experiment=cnn_mnist", "--config.max_steps=4", "--config.log_every_steps=1", "--config.batch_size=32",
        "--config.eval_batch_size=32", "--config.learning_rate=0.02"]
+# Long enough (120 steps) to be stopped in the middle; a checkpoint every 10 steps.
+LONG_CNN = ["--experiment=cnn_mnist", "--config.max_steps=120", "--config.num_epochs=60", "--config.batch_size=32",
+            "--config.eval_batch_size=32", "--config.log_every_steps=10", "--config.checkpoint_every_steps=10",
+            "--config.model.conv_features=(4,)", "--config.model.pool_after=(0,)", "--config.model.dense_features=(16,)"]
 LSTM = ["--experiment=lstm_shakespeare", "--config.max_steps=4", "--config.log_every_steps=1",
         "--config.eval_every_steps=4", "--config.batch_size=8", "--config.seq_len=16", "--config.eval_streams=8",
         "--config.model.hidden_size=32", "--config.model.num_layers=2", "--config.sample_prompt=a",
@@ -59,9 +63,9 @@ def records(workdir, split):
   return [r for r in lines if r["split"] == split]
 
 
-def assert_same_run(a, b, rtol=1e-4):
+def assert_same_run(a, b, rtol=1e-4, steps=(1, 2, 3, 4)):
   train_a, train_b = records(a, "train"), records(b, "train")
-  assert [r["step"] for r in train_a] == [r["step"] for r in train_b] == [1, 2, 3, 4]
+  assert [r["step"] for r in train_a] == [r["step"] for r in train_b] == list(steps)
   np.testing.assert_allclose([r["loss"] for r in train_b], [r["loss"] for r in train_a], rtol=rtol)
   eval_a, eval_b = records(a, "eval"), records(b, "eval")
   assert len(eval_a) == len(eval_b) >= 1
@@ -72,7 +76,7 @@ def assert_same_run(a, b, rtol=1e-4):
 def runs(tmp_path_factory):
   tmp_path = tmp_path_factory.mktemp("parallel")
   return run_all({
-      "cnn_1": (CNN, 1), "cnn_8": (CNN, 8),
+      "cnn_1": (CNN, 1), "cnn_8": (CNN, 8), "long_cnn_1": (LONG_CNN, 1),
       "lstm_1": (LSTM, 1), "lstm_8_fsdp": (LSTM + ["--config.param_sharding=fsdp"], 8),
       "lstm_bf16": (LSTM + ["--config.dtype=bfloat16"], 1),
   }, tmp_path)
@@ -132,7 +136,7 @@ def test_shardings_and_batch_errors_on_8_devices():
       try:
         parallel.check_divisible("batch_size", 30, mesh)
       except ValueError as e:
-        assert "batch_size 30 cannot be split over 8 devices" in str(e) and "--config.batch_size=24 or 32" in str(e)
+        assert "batch_size=30 cannot be split over 8 devices" in str(e) and "--config.batch_size=24 or 32" in str(e)
       else:
         raise AssertionError("no error")
       print("ok")
@@ -148,28 +152,55 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def start_pair(args, workdir, tmp_path):
+  port = _free_port()
+  logs = [open(tmp_path / f"p{i}.log", "w") for i in range(2)]
+  return [start([*args, f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
+                workdir, 2, logs[i]) for i in range(2)]
+
+
+def launch_pair(args, workdir, tmp_path, expect=0):
+  for i, proc in enumerate(start_pair(args, workdir, tmp_path)):
+    assert proc.wait(timeout=600) == expect, (tmp_path / f"p{i}.log").read_text()[-3000:]
+
+
 def test_two_processes_through_jax_distributed(runs, tmp_path):
   """2 processes × 2 CPU devices on localhost (gloo collectives): same losses as the 1-device run; only
   process 0 writes logs; both save the checkpoints, and both restore them for --mode=eval."""
   workdir = tmp_path / "two"
 
-  def launch_pair(*extra):
-    port = _free_port()
-    logs = [open(tmp_path / f"p{i}.log", "w") for i in range(2)]
-    procs = [start([*CNN, f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}",
-                    *extra], workdir, 2, logs[i]) for i in range(2)]
-    for i, proc in enumerate(procs):
-      assert proc.wait(timeout=600) == 0, (tmp_path / f"p{i}.log").read_text()[-3000:]
-      logs[i].close()
-
-  launch_pair()
+  launch_pair(CNN, workdir, tmp_path)
   assert_same_run(runs["cnn_1"], workdir)
   record = json.load(open(workdir / "run.json"))
   assert len(record) == 1 and record[0]["processes"] == 2 and len(record[0]["devices"]) == 4
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]  # (every 2 steps = each mock epoch)
 
-  launch_pair("--mode=eval")
+  launch_pair([*CNN, "--mode=eval"], workdir, tmp_path)
   evaluated = json.load(open(workdir / "eval.json"))
   best = next(r for r in records(workdir, "eval") if r["step"] == evaluated["checkpoint_step"])
-  assert evaluated["accuracy"] == best["accuracy"]
-  np.testing.assert_allclose(evaluated["loss"], best["loss"], rtol=1e-6)
+  assert evaluated["validation"]["accuracy"] == best["accuracy"]
+  np.testing.assert_allclose(evaluated["validation"]["loss"], best["loss"], rtol=1e-6)
+
+
+def test_a_stop_signal_to_one_process_stops_both_at_the_same_step(runs, tmp_path):
+  """Only process 1 gets SIGTERM: both processes agree on the step, save that checkpoint together and exit 143;
+  the same command resumes them to the run that was never stopped (the 1-device run, up to float32 rounding)."""
+  import signal
+  import time
+  workdir = tmp_path / "stopped"
+  procs = start_pair(LONG_CNN, workdir, tmp_path)
+  begin = time.time()
+  while not (workdir / "checkpoints" / "20").exists():
+    assert all(p.poll() is None for p in procs) and time.time() - begin < 300, (tmp_path / "p0.log").read_text()
+    time.sleep(0.02)
+  procs[1].send_signal(signal.SIGTERM)
+  stopped_at = []
+  for i, proc in enumerate(procs):
+    log = (tmp_path / f"p{i}.log")
+    assert proc.wait(timeout=300) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    line = next(l for l in log.read_text().splitlines() if "stopped by SIGTERM at step" in l)
+    stopped_at.append(int(line.split("at step ")[1].split(":")[0]))
+  assert stopped_at[0] == stopped_at[1] < 120
+  assert (workdir / "checkpoints" / str(stopped_at[0])).is_dir()
+  launch_pair(LONG_CNN, workdir, tmp_path)
+  assert_same_run(runs["long_cnn_1"], workdir, steps=range(10, 121, 10))

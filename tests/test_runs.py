@@ -18,7 +18,7 @@ from test_launch import launch, read_metrics
 
 # A tiny CNN on 64 mock MNIST examples: 8 steps an epoch, 30 epochs, a checkpoint every 10 steps.
 TINY = ["--experiment=cnn_mnist", "--config.batch_size=8", "--config.num_epochs=30", "--config.log_every_steps=5",
-        "--config.checkpoint_every_steps=10", "--config.model.conv_features=(4,8)", "--config.model.dense_features=(16,)",
+        "--config.checkpoint_every_steps=10", "--config.model.conv_features=(4,8)", "--config.model.pool_after=(1,)", "--config.model.dense_features=(16,)",
         "--config.augment=true", "--config.eval_batch_size=32"]
 TOTAL_STEPS = 240
 
@@ -81,7 +81,7 @@ def test_killed_run_resumes_bitwise(uninterrupted, tmp_path):
   assert saved_steps(workdir)[-1] < TOTAL_STEPS
   resumed = launch(*TINY, f"--workdir={workdir}")
   assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "resumed from" in resumed.stderr
+  assert "resumed at step" in resumed.stderr
   assert_same_run(workdir, uninterrupted)
   assert len(json.load(open(os.path.join(workdir, "run.json")))) == 2  # one record per start
 
@@ -104,13 +104,18 @@ def test_sigterm_saves_then_the_same_command_resumes(uninterrupted, tmp_path):
 
 
 def test_eval_mode_restores_the_best_checkpoint(uninterrupted):
-  proc = launch(*TINY, f"--workdir={uninterrupted}", "--mode=eval")
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  result = json.load(open(os.path.join(uninterrupted, "eval.json")))
-  evals = [r for r in read_metrics(uninterrupted) if r["split"] == "eval"]
-  best = max(evals, key=lambda r: r["accuracy"])
-  assert result["accuracy"] == best["accuracy"]
-  assert result["checkpoint_step"] in [r["step"] for r in evals if r["accuracy"] == best["accuracy"]]
+  """--mode=eval evaluates the checkpoint that validation picked, with the run's own config (none need be given);
+  its test metrics are those of the run's "test_best" record."""
+  for args in ([*TINY, f"--workdir={uninterrupted}", "--mode=eval"], [f"--workdir={uninterrupted}", "--mode=eval"]):
+    proc = launch(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.load(open(os.path.join(uninterrupted, "eval.json")))
+    evals = [r for r in read_metrics(uninterrupted) if r["split"] == "eval"]
+    best = max(evals, key=lambda r: r["accuracy"])
+    assert result["validation"]["accuracy"] == best["accuracy"]
+    assert result["checkpoint_step"] in [r["step"] for r in evals if r["accuracy"] == best["accuracy"]]
+    (test_best,) = [r for r in read_metrics(uninterrupted) if r["split"] == "test_best"]
+    assert result["test"]["accuracy"] == test_best["accuracy"] and result["checkpoint_step"] == test_best["best_step"]
 
 
 def test_changed_config_is_refused_unless_fresh(uninterrupted, tmp_path):
@@ -121,6 +126,7 @@ def test_changed_config_is_refused_unless_fresh(uninterrupted, tmp_path):
   assert proc.returncode != 0
   assert "holds a run with another config" in proc.stderr
   assert "learning_rate: recorded 0.1, now 0.2" in proc.stderr and "--fresh" in proc.stderr
+  assert "Traceback" not in proc.stderr and proc.returncode == 2
   assert open(os.path.join(workdir, "metrics.jsonl")).read() == before  # nothing touched
   proc = launch(*TINY, f"--workdir={workdir}", "--config.max_steps=3", "--config.learning_rate=0.2", "--fresh")
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -167,12 +173,21 @@ def test_checkpoint_of_other_shapes_is_a_clear_error(tmp_path):
   checkpoints.close()
 
 
-def test_unwritable_workdir_fails_before_training(tmp_path):
-  blocker = tmp_path / "a_file"
-  blocker.write_text("not a directory")
-  proc = launch(*TINY, f"--workdir={blocker}/run")
-  assert proc.returncode != 0
-  assert "cannot write to workdir" in proc.stderr and "Choose another --workdir" in proc.stderr
+def test_a_smoke_run_continues_into_the_full_run(uninterrupted, tmp_path):
+  """max_steps (like the logging and checkpoint cadence) does not change a run's result: a run started with it
+  continues, in the same workdir, to the same end as the run that never stopped."""
+  workdir = str(tmp_path / "smoke")
+  assert launch(*TINY, f"--workdir={workdir}", "--config.max_steps=20").returncode == 0
+  proc = launch(*TINY, f"--workdir={workdir}", "--config.log_every_steps=5")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "resumed at step 20" in proc.stderr
+  # The same training and evaluations, and the smoke run's own evaluation at its last step, 20, in addition.
+  records, expected = eval_records(workdir), eval_records(uninterrupted)
+  assert [r for r in records if r[:2] != (20, "eval") and r[1] != "test_best"] == [
+      r for r in expected if r[1] != "test_best"]
+  for x, y in zip(jax.tree.leaves(final_params(workdir)), jax.tree.leaves(final_params(uninterrupted))):
+    assert np.array_equal(x, y)
+  assert json.load(open(os.path.join(workdir, "config.json")))["max_steps"] == 0  # the latest start's config
 
 
 def test_language_model_resumes_to_the_same_result(mock_tfds, monkeypatch, tmp_path):
@@ -182,28 +197,28 @@ def test_language_model_resumes_to_the_same_result(mock_tfds, monkeypatch, tmp_p
 
   from experiments import lstm_shakespeare
   from fnets import config as config_lib
-  from fnets import runs, train_lm
+  from fnets import loop, runs, train_lm
   config = config_lib.override(lstm_shakespeare.get_config(), [
       "--config.num_steps=8", "--config.batch_size=4", "--config.seq_len=16", "--config.eval_every_steps=4",
       "--config.checkpoint_every_steps=2", "--config.log_every_steps=2", "--config.model.hidden_size=16",
       "--config.eval_streams=4", "--config.sample_prompt=a", "--config.sample_length=10"])
   workdir = str(tmp_path / "lm")
-  first = train_lm.train_and_evaluate(config, workdir)
+  first = loop.train_and_evaluate(config, workdir)
   params_at_8 = final_params_at(workdir, 8)
   for step in (6, 8):
     shutil.rmtree(os.path.join(workdir, "checkpoints", str(step)))
   assert saved_steps(workdir) == [4]
-  assert train_lm.train_and_evaluate(config, workdir) == first
+  assert loop.train_and_evaluate(config, workdir) == first
   for a, b in zip(jax.tree.leaves(final_params_at(workdir, 8)), jax.tree.leaves(params_at_8)):
     assert np.array_equal(a, b)
-  assert [(r[0], r[1]) for r in eval_records(workdir)] == [(4, "eval"), (8, "eval"), (8, "test")]
+  assert [(r[0], r[1]) for r in eval_records(workdir)] == [(4, "eval"), (8, "eval"), (8, "test"), (8, "test_best")]
 
   stopped = str(tmp_path / "stopped")
   with monkeypatch.context() as patch:
-    sigterm_during_step(patch, train_lm, 4, stop_step=4)
+    sigterm_during_step(patch, train_lm, stop_step=4)
     with pytest.raises(runs.Preempted, match="at step 4$"):
-      train_lm.train_and_evaluate(config, stopped)
-  assert train_lm.train_and_evaluate(config, stopped) == first
+      loop.train_and_evaluate(config, stopped)
+  assert loop.train_and_evaluate(config, stopped) == first
   assert eval_records(stopped) == eval_records(workdir)
 
 
@@ -212,42 +227,70 @@ def final_params_at(workdir, step):
     return checkpointer.restore(os.path.join(workdir, "checkpoints", str(step), "default"))["params"]
 
 
-def sigterm_during_step(monkeypatch, module, train_fn_index, stop_step):
-  """Makes the next run of `module` send itself SIGTERM from inside training step `stop_step`, as a preemption
-  at exactly that step would (the run's own handler catches it)."""
+def sigterm_during_step(monkeypatch, module, stop_step):
+  """Makes the next run of `module`'s task send itself SIGTERM from inside training step `stop_step`, as a
+  preemption at exactly that step would (the run's own handler catches it)."""
+  import dataclasses
   setup = module.setup
 
-  def setup_then_stop(*args):
-    parts = list(setup(*args))
-    train_fn, calls = parts[train_fn_index], []
+  def setup_then_stop(config):
+    task = setup(config)
 
-    def train_fn_then_stop(*step_args):
-      out = train_fn(*step_args)
-      calls.append(None)
-      if len(calls) == stop_step:
+    def train_step_then_stop(state, step):
+      out = task.train_step(state, step)
+      if step + 1 == stop_step:
         os.kill(os.getpid(), signal.SIGTERM)
       return out
-    parts[train_fn_index] = train_fn_then_stop
-    return tuple(parts)
+    return dataclasses.replace(task, train_step=train_step_then_stop)
   monkeypatch.setattr(module, "setup", setup_then_stop)
 
 
 def test_stop_at_any_step_neither_skips_nor_repeats_an_evaluation(mock_tfds, monkeypatch, tmp_path):
   from experiments import cnn_mnist
   from fnets import config as config_lib
-  from fnets import runs, train
+  from fnets import loop, runs, train
   config = config_lib.override(cnn_mnist.get_config(), [  # 64 mock examples: 4 steps an epoch, 3 epochs
       "--config.batch_size=16", "--config.num_epochs=3", "--config.checkpoint_every_steps=3",
-      "--config.model.conv_features=(4,)", "--config.model.dense_features=(8,)"])
-  train.train_and_evaluate(config, str(tmp_path / "uninterrupted"))
+      "--config.model.conv_features=(4,)", "--config.model.pool_after=(0,)",
+      "--config.model.dense_features=(8,)"])
+  loop.train_and_evaluate(config, str(tmp_path / "uninterrupted"))
   expected = eval_records(str(tmp_path / "uninterrupted"))
-  assert [r[0] for r in expected] == [4, 8, 12, 12]  # an evaluation after each epoch, then the test
+  assert [r[0] for r in expected] == [4, 8, 12, 12, 12]  # an evaluation after each epoch, then the two tests
   for stop_step in (4, 6):  # the end of epoch 1 (where it evaluates), the middle of epoch 2
     workdir = str(tmp_path / f"stopped_at_{stop_step}")
     with monkeypatch.context() as patch:
-      sigterm_during_step(patch, train, 2, stop_step)
+      sigterm_during_step(patch, train, stop_step)
       with pytest.raises(runs.Preempted, match=f"at step {stop_step}$"):
-        train.train_and_evaluate(config, workdir)
+        loop.train_and_evaluate(config, workdir)
     assert saved_steps(workdir)[-1] == stop_step
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
     assert eval_records(workdir) == expected, stop_step
+
+
+def test_the_test_split_is_read_only_for_the_final_records(mock_tfds, monkeypatch, tmp_path):
+  """Training, per-epoch evaluation and the best checkpoint never see the test split: the data source fails if
+  the test split is opened before the last evaluation on validation has been written."""
+  from experiments import cnn_mnist
+  from fnets import config as config_lib
+  from fnets import loop
+  from fnets.data import tfds_source
+  workdir = str(tmp_path / "run")
+  opened, real = [], tfds_source.open_source
+
+  def open_source(name, data_dir, splits):
+    if "test" in splits:
+      records = read_metrics(workdir)
+      assert [r["step"] for r in records if r["split"] == "eval"] == [4, 8]  # every evaluation done
+      assert not [r for r in records if r["split"].startswith("test")]
+    opened.append(splits)
+    return real(name, data_dir, splits)
+
+  monkeypatch.setattr(tfds_source, "open_source", open_source)
+  config = config_lib.override(cnn_mnist.get_config(), [
+      "--config.batch_size=16", "--config.num_epochs=2", "--config.model.conv_features=(4,)",
+            "--config.model.pool_after=(0,)"])
+  result = loop.train_and_evaluate(config, workdir)
+  assert opened == [("train[:90%]", "train[90%:]"), ("test",)]
+  assert [(r["step"], r["split"]) for r in read_metrics(workdir) if r["split"] != "train"] == [
+      (4, "eval"), (8, "eval"), (8, "test"), (8, "test_best")]
+  assert result["test"]["num_examples"] == 64 and result["test_best"]["best_step"] in (4, 8)

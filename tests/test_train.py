@@ -8,15 +8,15 @@ import numpy as np
 
 from experiments import cnn_mnist
 from fnets import config as config_lib
-from fnets import train
+from fnets import loop, train
 
 
 def run(tmp_path, name, *args):
   config = config_lib.override(cnn_mnist.get_config(), [
       "--config.batch_size=16", "--config.max_steps=4", "--config.log_every_steps=1", "--config.augment=true",
-      "--config.model.conv_features=(4,8)", "--config.model.dense_features=(16,)", *args])
+      "--config.model.conv_features=(4,8)", "--config.model.pool_after=(1,)", "--config.model.dense_features=(16,)", *args])
   workdir = str(tmp_path / name)
-  test = train.train_and_evaluate(config, workdir)
+  test = loop.train_and_evaluate(config, workdir)["test"]
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     losses = [r["loss"] for r in map(json.loads, f) if r["split"] == "train"]
   return test, losses
@@ -46,10 +46,10 @@ def test_ensemble_members_are_the_runs_of_consecutive_seeds(mock_tfds, tmp_path)
   assert ensemble["member_mean_accuracy"] == np.mean(ensemble["member_accuracy"])
   # The final parameters of member k are those of the run of seed 3 + k.
   config = config_lib.override(cnn_mnist.get_config(), ["--config.batch_size=16", "--config.max_steps=6",
-                                                        "--config.model.conv_features=(4,8)",
+                                                        "--config.model.conv_features=(4,8)", "--config.model.pool_after=(1,)",
                                                         "--config.model.dense_features=(16,)",
                                                         "--config.augment=true", "--config.log_every_steps=1"])
-  _, like, _, _, _, _ = train.setup(config)
+  like = train.setup(config).state
   members = runs.Checkpoints(str(tmp_path / "ensemble"), 3, "accuracy", "max")
   stacked = members.restore(jax.tree.map(lambda x: np.stack([x, x]), like))
   members.close()

@@ -5,6 +5,7 @@ array; batching is then a NumPy gather, and normalisation and augmentation run i
 """
 
 import dataclasses
+import functools
 from collections.abc import Iterator
 
 import jax
@@ -23,11 +24,16 @@ class ImageSplit:
 @dataclasses.dataclass(frozen=True)
 class ImageDataset:
   name: str
+  data_dir: str | None
   train: ImageSplit
-  test: ImageSplit
+  validation: ImageSplit | None  # held out from TFDS's train split; None when validation_percent is 0
   num_classes: int
-  mean_C: np.ndarray  # per-channel mean and std of the train split, in [0, 255] units
+  mean_C: np.ndarray  # per-channel mean and std of the train part, in [0, 255] units
   std_C: np.ndarray
+
+  def read_test(self) -> ImageSplit:
+    """TFDS's test split; read only for a run's final record and --mode=eval."""
+    return _read_split(tfds_source.open_source(self.name, self.data_dir, ("test",))["test"])
 
 
 def _read_split(source) -> ImageSplit:
@@ -37,24 +43,40 @@ def _read_split(source) -> ImageSplit:
   return ImageSplit(images, labels)
 
 
-def load(name: str, data_dir: str | None = None) -> ImageDataset:
-  """Reads the train and test splits of TFDS image dataset `name` (cifar10, mnist, fashion_mnist, ...)."""
-  sources = tfds_source.open_source(name, data_dir, ("train", "test"))
-  train, test = _read_split(sources["train"]), _read_split(sources["test"])
-  num_classes = sources["train"].dataset_info.features["label"].num_classes
+def load(name: str, data_dir: str | None = None, validation_percent: int = 10) -> ImageDataset:
+  """The train split of TFDS image dataset `name` (cifar10, mnist, ...), of which the last `validation_percent`
+  percent (TFDS slicing: train[:90%] and train[90%:], the same examples for every seed) is held out for
+  validation. The test split is not read here."""
+  p = validation_percent
+  splits = {"train": f"train[:{100 - p}%]", "validation": f"train[{100 - p}%:]"} if p else {"train": "train"}
+  sources = tfds_source.open_source(name, data_dir, tuple(splits.values()))
+  train = _read_split(sources[splits["train"]])
+  validation = _read_split(sources[splits["validation"]]) if p else None
+  num_classes = sources[splits["train"]].dataset_info.features["label"].num_classes
   pixels = train.images_NHWC.reshape(-1, train.images_NHWC.shape[-1]).astype(np.float64)
-  return ImageDataset(name, train, test, num_classes, pixels.mean(0).astype(np.float32),
+  return ImageDataset(name, data_dir, train, validation, num_classes, pixels.mean(0).astype(np.float32),
                       np.maximum(pixels.std(0), 1.0).astype(np.float32))
 
 
+@functools.lru_cache(maxsize=4)
+def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def train_batch(split: ImageSplit, batch_size: int, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+  """Batch `step` of shuffled full batches: epoch after epoch, each in an order that depends only on (seed,
+  epoch); an epoch's remainder is dropped."""
+  n = len(split.labels_N)
+  epoch, index = divmod(step, n // batch_size)
+  idx = _epoch_order(n, seed, epoch)[index * batch_size:(index + 1) * batch_size]
+  return split.images_NHWC[idx], split.labels_N[idx]
+
+
 def train_batches(split: ImageSplit, batch_size: int, seed: int, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """One epoch of shuffled full batches; the order depends only on (seed, epoch). The remainder is dropped."""
-  if batch_size > len(split.labels_N):
-    raise ValueError(f"batch_size {batch_size} is larger than the {len(split.labels_N)} training examples")
-  order = np.random.default_rng([seed, epoch]).permutation(len(split.labels_N))
-  for start in range(0, len(order) - batch_size + 1, batch_size):
-    idx = order[start:start + batch_size]
-    yield split.images_NHWC[idx], split.labels_N[idx]
+  """The batches of one epoch, as `train_batch` gives them."""
+  per_epoch = len(split.labels_N) // batch_size
+  for step in range(epoch * per_epoch, (epoch + 1) * per_epoch):
+    yield train_batch(split, batch_size, seed, step)
 
 
 def eval_batches(split: ImageSplit, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:

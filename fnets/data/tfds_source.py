@@ -9,11 +9,13 @@ import socket
 
 import tensorflow_datasets as tfds
 
+from fnets.config import UsageError
+
 # Hosts the TFDS builders of fnets' datasets download from; one reachable host is enough to try.
 _DOWNLOAD_HOSTS = ("storage.googleapis.com", "www.cs.toronto.edu", "raw.githubusercontent.com")
 
 
-class DataError(RuntimeError):
+class DataError(UsageError):
   """A dataset that cannot be read; the message says what is missing and how to provide it."""
 
 

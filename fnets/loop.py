@@ -1,0 +1,157 @@
+"""The one training loop: `train_and_evaluate(config, workdir)` for every experiment, from launch.py or a notebook.
+
+A trainer (`fnets/train.py` for image classification, `fnets/train_lm.py` for character language models) builds
+a `Task`: the initial state, a jitted step, an evaluation of a split, and when to evaluate. Everything else, in
+this order, is here:
+
+  setup (data, model, state; nothing written) → start record → restore the latest checkpoint
+  → loop: train step; every log_every_steps a "train" record; every eval_every_steps an evaluation on the
+    held-out split (its metric picks the best checkpoint) and a save; a stop signal, agreed by all processes,
+    saves and raises runs.Preempted
+  → final records: the test split, read now for the first time, of the final model ("test") and of the best
+    checkpoint ("test_best").
+"""
+
+import dataclasses
+import importlib
+import os
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import ml_collections
+import numpy as np
+
+from fnets import parallel, runs
+from fnets.run_log import RunLog, TrainWindow, console
+
+# config.task → the module whose setup(config) builds the Task.
+TASKS = {"classify": "fnets.train", "char_lm": "fnets.train_lm"}
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32; one per member in an ensemble
+  params: Any
+  opt_state: Any
+  model_state: Any  # e.g. batch-norm statistics; {} for models without any
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """What a trainer supplies; the loop does the rest."""
+  state: TrainState  # the initial train state, placed on the devices
+  train_step: Callable[[TrainState, int], tuple[TrainState, dict]]  # runs step `step` (its batch follows from it)
+  evaluate: Callable[[TrainState, str], dict]  # metrics of split "validation" or "test"
+  total_steps: int
+  eval_every_steps: int  # 0: no held-out evaluation during training (and no best checkpoint)
+  best_metric: str  # the validation metric that picks the best checkpoint
+  best_mode: str  # "max" or "min"
+  items_per_step: int  # examples (or characters) per step, for the throughput
+  rate_name: str
+  steps_per_epoch: int = 0  # > 0: records carry the epoch
+  summary: str = ""  # one line about the data, printed at the start
+  files: dict[str, str] = dataclasses.field(default_factory=dict)  # written into the workdir at the start
+  finish: Callable[[TrainState, str], None] | None = None  # after the final records (e.g. write a sample)
+  context: dict = dataclasses.field(default_factory=dict)  # data, model, vocab...: for notebooks
+
+
+def setup(config: ml_collections.ConfigDict) -> Task:
+  return importlib.import_module(TASKS[config.task]).setup(config)
+
+
+def step_of(state: TrainState) -> int:
+  return int(np.max(parallel.to_host(state.step)))  # (one per member in an ensemble, all equal)
+
+
+def num_params(params) -> int:
+  return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(params)))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, fresh: bool = False) -> dict:
+  """Trains `config`'s task in `workdir`; returns {"eval": last validation metrics, "test": the final model's
+  test metrics, "test_best": the best checkpoint's}.
+
+  Rerunning with the same config and workdir resumes from the latest checkpoint, with the same result as an
+  uninterrupted run. SIGTERM/Ctrl-C save a checkpoint and raise runs.Preempted. `fresh` moves an existing run
+  aside (never deletes it) once the new one is ready to start."""
+  runs.check_workdir(workdir, config, fresh)  # read-only: fails before any data is read
+  task = setup(config)
+  if fresh and parallel.is_primary() and (moved := runs.move_aside(workdir)):
+    console.info("--fresh: the previous run in %s was moved to %s", workdir, moved)
+  parallel.sync("fresh")  # no process starts before the old run is out of the way
+  runs.start(workdir, config, task.files, {"params": num_params(task.state.params)})  # config.json, run.json
+
+  checkpoints = runs.Checkpoints(workdir, config.keep_checkpoints, task.best_metric, task.best_mode)
+  log = None
+  try:
+    state = checkpoints.restore(task.state) or task.state
+    step = step_of(state)
+    log = RunLog(workdir, task.total_steps, resume_step=step)
+    console.info("%s: %s parameters; %s; %d steps%s; workdir %s", config.task, f"{num_params(state.params):,}",
+                 task.summary, task.total_steps, f", resumed at step {step}" if step else "", workdir)
+    window, val = TrainWindow(log, task.items_per_step, task.rate_name), None
+    epoch = lambda: {"epoch": step / task.steps_per_epoch} if task.steps_per_epoch else {}
+
+    with runs.StopSignals() as stop:
+      while step < task.total_steps:
+        state, metrics = task.train_step(state, step)
+        step += 1
+        window.add(metrics)
+        last = step == task.total_steps
+        if step % config.log_every_steps == 0 or last:
+          window.write(step, epoch())
+        evaluated = None
+        if task.eval_every_steps and (step % task.eval_every_steps == 0 or last):
+          evaluated = val = task.evaluate(state, "validation")
+          log.write(step, "eval", {**val, **epoch()})
+          window.restart_clock()
+        signum = stop.agreed()  # the same answer on every process: they save the same step together
+        # A stop at an evaluating step saves after the evaluation, so that a resumed run neither skips nor repeats
+        # it; the evaluation's metric goes with the save, for the best checkpoint.
+        every = config.checkpoint_every_steps
+        if evaluated or signum or last or (every and step % every == 0):
+          window.check_finite(step)  # never save a NaN
+          checkpoints.save(step, state, evaluated)
+        if signum:
+          raise runs.Preempted(step, signum)
+
+    # --- Final records: the test split is read here for the first time.
+    test = task.evaluate(state, "test")
+    log.write(step, "test", test)
+    best_step = checkpoints.best_step()
+    test_best = None
+    if best_step is not None:
+      test_best = test if best_step == step else task.evaluate(checkpoints.restore(state, best=True), "test")
+      test_best = {**test_best, "best_step": best_step}
+      log.write(step, "test_best", test_best)
+    if task.finish:
+      task.finish(state, workdir)
+    return {"eval": val, "test": test, "test_best": test_best}
+  finally:
+    if log:
+      log.close()
+    checkpoints.close()
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Validation and test metrics of a run's best (else latest) checkpoint, without training; also written to
+  WORKDIR/eval.json."""
+  task = setup(config)
+  restored, step = runs.restore_for_eval(workdir, task.state, task.best_metric, task.best_mode)
+  out = {"checkpoint_step": step}
+  for split in ("validation", "test") if task.eval_every_steps else ("test",):
+    out[split] = task.evaluate(restored, split)
+  if parallel.is_primary():
+    runs.write_json(os.path.join(workdir, "eval.json"), out)
+  for split in ("validation", "test"):
+    if split in out:
+      console.info("[%s] checkpoint step %d: %s", split, step, _line(out[split]))
+  return out
+
+
+def _line(metrics: dict) -> str:
+  return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+                   if not isinstance(v, list))
+
