@@ -177,6 +177,9 @@ def test_malformed_invocations_fail_in_one_line_and_leave_the_run_alone(finished
       (["--experiment=cnn_mnist", *SMOKE, f"--workdir={a_file}"], f"--workdir={a_file} is a file, not a directory"),
       (["--experiment=cnn_mnist", *SMOKE, f"--workdir={a_file}/run"], "is a file, not a directory"),
       (["--mode=eval", f"--workdir={tmp_path / 'nothing'}"], "holds no run (no config.json)"),
+      # A mistake found once the data is read: the new run's directory is not even created.
+      (["--experiment=cnn_mnist", "--config.batch_size=100000", f"--workdir={tmp_path / 'new'}"],
+       "--config.batch_size=100000 is larger than the 64 training examples"),
   ]
   assert len(cases) >= 20
 
@@ -194,6 +197,7 @@ def test_malformed_invocations_fail_in_one_line_and_leave_the_run_alone(finished
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], (args, proc.stderr[-2000:])
     assert seconds < 30, (args, seconds)
   assert snapshot(finished_run) == before
+  assert not (tmp_path / "new").exists()
 
 
 def test_missing_data_offline_fails_fast_with_instructions(tmp_path):
@@ -206,3 +210,4 @@ def test_missing_data_offline_fails_fast_with_instructions(tmp_path):
   assert "cifar10 3.0.2 is not prepared in" in proc.stderr and "no network" in proc.stderr
   assert "--config.data_dir=DIR or TFDS_DATA_DIR=DIR" in proc.stderr
   assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "run").exists()  # a run that could not start wrote nothing

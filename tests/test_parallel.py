@@ -24,9 +24,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MOCKED_LAUNCH = os.path.join(ROOT, "tests", "mocked_launch.py")
 CNN = ["--experiment=cnn_mnist", "--config.max_steps=4", "--config.log_every_steps=1", "--config.batch_size=32",
        "--config.eval_batch_size=32", "--config.learning_rate=0.02"]
-# Long enough (120 steps) to be stopped in the middle; a checkpoint every 10 steps.
-LONG_CNN = ["--experiment=cnn_mnist", "--config.max_steps=120", "--config.num_epochs=60", "--config.batch_size=32",
+# Long enough (80 steps) to be stopped in the middle; a checkpoint every 10 steps; evaluation only at the end.
+LONG_CNN = ["--experiment=cnn_mnist", "--config.max_steps=80", "--config.num_epochs=40", "--config.batch_size=32",
             "--config.eval_batch_size=32", "--config.log_every_steps=10", "--config.checkpoint_every_steps=10",
+            "--config.validation_percent=0",
             "--config.model.conv_features=(4,)", "--config.model.pool_after=(0,)", "--config.model.dense_features=(16,)"]
 LSTM = ["--experiment=lstm_shakespeare", "--config.max_steps=4", "--config.log_every_steps=1",
         "--config.eval_every_steps=4", "--config.batch_size=8", "--config.seq_len=16", "--config.eval_streams=8",
@@ -135,7 +136,7 @@ def test_shardings_and_batch_errors_on_8_devices():
       assert (parallel.to_host(g) == x).all()
       try:
         parallel.check_divisible("batch_size", 30, mesh)
-      except ValueError as e:
+      except Exception as e:  # (fnets.config.ConfigError: a user's mistake, one line)
         assert "batch_size=30 cannot be split over 8 devices" in str(e) and "--config.batch_size=24 or 32" in str(e)
       else:
         raise AssertionError("no error")
@@ -200,7 +201,14 @@ def test_a_stop_signal_to_one_process_stops_both_at_the_same_step(runs, tmp_path
     assert proc.wait(timeout=300) == 128 + signal.SIGTERM, log.read_text()[-3000:]
     line = next(l for l in log.read_text().splitlines() if "stopped by SIGTERM at step" in l)
     stopped_at.append(int(line.split("at step ")[1].split(":")[0]))
-  assert stopped_at[0] == stopped_at[1] < 120
-  assert (workdir / "checkpoints" / str(stopped_at[0])).is_dir()
+  step = stopped_at[0]
+  assert stopped_at[1] == step < 80 and (workdir / "checkpoints" / str(step)).is_dir()
   launch_pair(LONG_CNN, workdir, tmp_path)
-  assert_same_run(runs["long_cnn_1"], workdir, steps=range(10, 121, 10))
+  reference = records(runs["long_cnn_1"], "train")
+  resumed = records(workdir, "train")
+  assert [r["step"] for r in resumed] == [r["step"] for r in reference] == list(range(10, 81, 10))
+  # (The first record after the resume averages only the steps since the checkpoint.)
+  same = [i for i, r in enumerate(reference) if not step < r["step"] < step + 10]
+  np.testing.assert_allclose([resumed[i]["loss"] for i in same], [reference[i]["loss"] for i in same], rtol=1e-4)
+  np.testing.assert_allclose(records(workdir, "test")[0]["loss"], records(runs["long_cnn_1"], "test")[0]["loss"],
+                             rtol=1e-4)

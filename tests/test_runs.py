@@ -16,11 +16,11 @@ import pytest
 from conftest import ROOT
 from test_launch import launch, read_metrics
 
-# A tiny CNN on 64 mock MNIST examples: 8 steps an epoch, 30 epochs, a checkpoint every 10 steps.
-TINY = ["--experiment=cnn_mnist", "--config.batch_size=8", "--config.num_epochs=30", "--config.log_every_steps=5",
+# A tiny CNN on 64 mock MNIST examples: 8 steps an epoch, 12 epochs, a checkpoint every 10 steps.
+TINY = ["--experiment=cnn_mnist", "--config.batch_size=8", "--config.num_epochs=12", "--config.log_every_steps=5",
         "--config.checkpoint_every_steps=10", "--config.model.conv_features=(4,8)", "--config.model.pool_after=(1,)", "--config.model.dense_features=(16,)",
         "--config.augment=true", "--config.eval_batch_size=32"]
-TOTAL_STEPS = 240
+TOTAL_STEPS = 96
 
 
 def popen(workdir, log_path):
