@@ -18,6 +18,17 @@ one matmul per step and forms the gradients of x, W and U as one large matmul ea
 instead of T small ones. Inside, the loops run feature-major (h_{t-1} as an H×B matrix, the gates as 4H×B):
 on CPU the per-step products Uᵀ·h (4H×H · H×B) run ~25% faster than h·U (B×H · H×4H), and the weight gradients
 become x·dzᵀ over all T·B columns, the fastest form of that matmul here (benchmarks/lstm_speed.py).
+
+Two implementations of `apply`, the same equations and arguments (`impl=`):
+  "fused"  the fast path above, what the models train with. Reverse mode only (jax.grad, jax.vjp, jax.jacrev;
+           jax.hessian and forward-over-reverse HVPs work too, as forward mode over its backward pass):
+           JAX cannot apply forward mode (jax.jvp, jax.jacfwd, jax.linearize) to a custom VJP. Under jax.jvp or
+           jax.jacfwd, jitted or not, it raises a TypeError that names impl="scan"; where the forward mode is
+           applied to it from outside a jit or vmap (jax.jvp(jax.jit(f)), the function jax.linearize returns)
+           JAX's own error "can't apply forward-mode autodiff (jvp) to a custom_vjp function" comes instead.
+  "scan"   the reference: `jax.lax.scan` over `cell`, plain JAX autodiff, so every transformation works (jvp,
+           jacfwd, linearize, hessian, grad of grad, vmap). Slower to train with. `trace_layer` runs it over one
+           layer and keeps every step's gates and states.
 """
 
 import functools
@@ -184,21 +195,90 @@ def _recurrence_bwd(unroll, residuals, cotangents):
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
+IMPLS = ("fused", "scan")
+
+
+def _scan_layer(layer: dict, x_TxBxD, m_TxBx1, c0_BxH, h0_BxH, unroll: int = 1, keep_steps: bool = False,
+                h_offset_TxBxH=None):
+  """The reference: `cell` scanned over time (time-major). Returns (y_TxBxH, (c_T, h_T)) and, with `keep_steps`,
+  every step's {f, i, g, o, c, h} (T, B, H). `h_offset_TxBxH[t]`, if given, is added to h_t (what step t outputs
+  and passes on): at zero it changes nothing, and its gradient is ∂L/∂h_t."""
+
+  def step(carry, inputs):
+    c_prev, h_prev = carry
+    x_t, m, offset = inputs
+    c, h, gates = cell(layer, c_prev, h_prev, x_t, with_gates=True)
+    if offset is not None:
+      h = h + offset
+    y = h
+    if m is not None:  # a padded step (m = 0) leaves the state as it was and outputs zeros
+      c, h, y = _masked(m, c, c_prev), _masked(m, h, h_prev), m * h
+    return (c, h), (y, {**gates, "c": c, "h": h} if keep_steps else None)
+
+  final, (y_TxBxH, steps) = jax.lax.scan(step, (c0_BxH, h0_BxH), (x_TxBxD, m_TxBx1, h_offset_TxBxH), unroll=unroll)
+  return (y_TxBxH, final, steps) if keep_steps else (y_TxBxH, final)
+
+
+def trace_layer(layer: dict, x_BxTxD, state: tuple | None = None, *, mask_BxT=None, h_offset_BxTxH=None) -> dict:
+  """One layer run by the reference path (`apply(impl="scan")`), keeping every step: a dict of (B, T, H) arrays
+  f, i, g, o (the gates), c and h (the states after the step). `state`: (c0, h0) of shape (B, H), zeros if None.
+  `h_offset_BxTxH` is added to each h_t (see `_scan_layer`; recipes.gradient_flow takes ∂L/∂h_t from it)."""
+  B, H = x_BxTxD.shape[0], layer["U"].shape[0]
+  c0, h0 = (zero_state([layer], B).c[0],) * 2 if state is None else state
+  m_TxBx1 = None if mask_BxT is None else jnp.asarray(mask_BxT).T[..., None].astype(x_BxTxD.dtype)
+  offset = None if h_offset_BxTxH is None else h_offset_BxTxH.swapaxes(0, 1)
+  _, _, steps = _scan_layer(layer, x_BxTxD.swapaxes(0, 1), m_TxBx1, c0, h0, keep_steps=True, h_offset_TxBxH=offset)
+  return jax.tree.map(lambda a: a.swapaxes(0, 1), steps)
+
+
+_FORWARD_MODE_MESSAGE = (
+    'lstm.apply(impl="fused") has a hand-written reverse-mode derivative (jax.custom_vjp) and no forward mode, '
+    'which jax.jvp, jax.jacfwd and jax.linearize need: use impl="scan" (`lax.scan` over the cell equations, '
+    'every JAX transformation; the Flax layers and models take it as a field, config.model.impl="scan").')
+
+
+def _under_forward_mode() -> bool:
+  """Whether the innermost transformation applied to the current computation is forward-mode autodiff (jax.jvp,
+  jax.jacfwd), under which the custom VJP fails. Reverse mode (jax.grad, jax.vjp; the inner side of jax.hessian)
+  traces with a different trace. JAX internals: if they move, this says False and JAX's own error comes instead."""
+  try:
+    from jax._src import core
+    from jax._src.interpreters import ad
+    return jax.config.jax_use_direct_linearize and type(core.trace_ctx.trace) is ad.JVPTrace
+  except (ImportError, AttributeError):
+    return False
+
+
 def apply(params: list, x_BxTxD: jax.Array, state: State | None = None, *, mask_BxT: jax.Array | None = None,
-          dropout: float = 0.0, key: jax.Array | None = None, unroll: int = 1):
+          dropout: float = 0.0, key: jax.Array | None = None, unroll: int = 1, impl: str = "fused"):
   """Runs the stacked LSTM over x (batch-major). Returns (y_BxTxH of the last layer, final State).
 
   mask_BxT: 1 for real steps, 0 for padding (padded steps keep the state and output zeros).
   dropout: rate applied to the inputs of layers 2..L when `key` is given (training).
-  unroll: time steps per iteration of the forward loop (trades compile time for speed)."""
+  unroll: time steps per iteration of the forward loop (trades compile time for speed).
+  impl: "fused" (the fast path, reverse-mode derivatives only) or "scan" (the reference, every transformation);
+    see the module's docstring."""
+  if impl not in IMPLS:
+    raise ValueError(f"unknown impl {impl!r}; choose one of {IMPLS}")
   state = zero_state(params, x_BxTxD.shape[0]) if state is None else state
 
-  def layer_fn(layer, x_TxBxD, m_TxBx1, c0_h0):
+  def fused_layer(layer, x_TxBxD, m_TxBx1, c0_h0):
     m_1xTxB = None if mask_BxT is None else m_TxBx1.transpose(2, 0, 1)  # no mask: no mask arithmetic in the loops
     c0_BxH, h0_BxH = c0_h0
     y_HxTxB, c_HxB, h_HxB = _recurrence(layer["W"], layer["U"], layer["b"], x_TxBxD.transpose(2, 0, 1), m_1xTxB,
                                         c0_BxH.T, h0_BxH.T, unroll)
     return y_HxTxB.transpose(1, 2, 0), (c_HxB.T, h_HxB.T)
 
-  y, finals = recurrent.run_layers(layer_fn, params, x_BxTxD, list(zip(state.c, state.h)), mask_BxT, dropout, key)
+  def scan_layer(layer, x_TxBxD, m_TxBx1, c0_h0):
+    return _scan_layer(layer, x_TxBxD, None if mask_BxT is None else m_TxBx1, *c0_h0, unroll=unroll)
+
+  if impl == "fused" and _under_forward_mode():
+    raise TypeError(_FORWARD_MODE_MESSAGE)
+  layer_fn = fused_layer if impl == "fused" else scan_layer
+  try:
+    y, finals = recurrent.run_layers(layer_fn, params, x_BxTxD, list(zip(state.c, state.h)), mask_BxT, dropout, key)
+  except TypeError as error:  # JAX's error for forward mode through the custom VJP, where it reaches this call
+    if impl == "fused" and "forward-mode" in str(error):
+      raise TypeError(_FORWARD_MODE_MESSAGE) from error
+    raise
   return y, State(jnp.stack([c for c, _ in finals]), jnp.stack([h for _, h in finals]))
