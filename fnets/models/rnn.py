@@ -28,7 +28,7 @@ def init(key: jax.Array, input_size: int, hidden_size: int, num_layers: int = 1)
 
 def zero_state(params: list, batch_size: int) -> jax.Array:
   U = params[0]["U"]
-  return jnp.zeros((len(params), batch_size, U.shape[0]), U.dtype)  # in the dtype the layers compute in
+  return jnp.zeros((len(params), batch_size, U.shape[0]), recurrent.carry_dtype(U.dtype))  # float32 under bf16
 
 
 def cell(layer: dict, h_prev, x_t):
@@ -59,7 +59,7 @@ def _scan_layer(layer: dict, x_TxBxD, m_TxBx1, h0_BxH, unroll: int = 1, keep_ste
 def trace_layer(layer: dict, x_BxTxD, h0_BxH=None, *, mask_BxT=None, h_offset_BxTxH=None) -> dict:
   """One layer run by the reference path (`apply(impl="scan")`), keeping every step: {"h": (B, T, H)}, the state
   after each step. `h_offset_BxTxH` is added to each h_t (recipes.gradient_flow takes ∂L/∂h_t from it)."""
-  h0 = zero_state([layer], x_BxTxD.shape[0])[0] if h0_BxH is None else h0_BxH
+  h0 = (zero_state([layer], x_BxTxD.shape[0])[0] if h0_BxH is None else h0_BxH).astype(layer["U"].dtype)
   m_TxBx1 = None if mask_BxT is None else jnp.asarray(mask_BxT).T[..., None].astype(x_BxTxD.dtype)
   offset = None if h_offset_BxTxH is None else h_offset_BxTxH.swapaxes(0, 1)
   _, _, steps = _scan_layer(layer, x_BxTxD.swapaxes(0, 1), m_TxBx1, h0, keep_steps=True, h_offset_TxBxH=offset)
@@ -68,10 +68,12 @@ def trace_layer(layer: dict, x_BxTxD, h0_BxH=None, *, mask_BxT=None, h_offset_Bx
 
 def apply(params: list, x_BxTxD: jax.Array, state: jax.Array | None = None, *, mask_BxT: jax.Array | None = None,
           dropout: float = 0.0, key: jax.Array | None = None, unroll: int = 1, impl: str = "fused"):
-  """Returns (y_BxTxH of the last layer, final h of every layer (L, B, H)); arguments as in lstm.apply."""
+  """Returns (y_BxTxH of the last layer, final h of every layer (L, B, H)); arguments as in lstm.apply. The state
+  is computed in the parameters' dtype and taken and returned in `recurrent.carry_dtype` (float32 under bf16)."""
   if impl not in IMPLS:
     raise ValueError(f"unknown impl {impl!r}; choose one of {IMPLS}")
-  state = zero_state(params, x_BxTxD.shape[0]) if state is None else state
+  dtype = params[0]["U"].dtype
+  state = (zero_state(params, x_BxTxD.shape[0]) if state is None else jnp.asarray(state)).astype(dtype)
 
   def fused_layer(layer, x_TxBxD, m_TxBx1, h0):
     xWb_TxBxH = x_TxBxD @ layer["W"] + layer["b"]
@@ -89,4 +91,4 @@ def apply(params: list, x_BxTxD: jax.Array, state: jax.Array | None = None, *, m
 
   layer_fn = fused_layer if impl == "fused" else scan_layer
   y, finals = recurrent.run_layers(layer_fn, params, x_BxTxD, list(state), mask_BxT, dropout, key)
-  return y, jnp.stack(finals)
+  return y, jnp.stack(finals).astype(recurrent.carry_dtype(dtype))

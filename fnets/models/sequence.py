@@ -26,9 +26,8 @@ class LSTM(nn.Module):
   def __call__(self, x_BxTxD, state=None, *, mask_BxT=None, train: bool = False):
     params = self.param("cells", lambda key: self.init_params(key, x_BxTxD.shape[-1]))
     key = self.make_rng("dropout") if train and self.dropout > 0 else None
-    if self.dtype != jnp.float32:
-      cast = lambda tree: jax.tree.map(lambda a: a.astype(self.dtype), tree)
-      params, x_BxTxD, state = cast(params), x_BxTxD.astype(self.dtype), cast(state)
+    if self.dtype != jnp.float32:  # not the state: float32 in and out (recurrent.carry_dtype)
+      params, x_BxTxD = jax.tree.map(lambda a: a.astype(self.dtype), params), x_BxTxD.astype(self.dtype)
     return self.apply_fn(params, x_BxTxD, state, mask_BxT=mask_BxT, dropout=self.dropout, key=key,
                          unroll=self.unroll, impl=self.impl)
 
