@@ -208,7 +208,6 @@ def _scan_layer(layer: dict, x_TxBxD, m_TxBx1, c0_BxH, h0_BxH, unroll: int = 1, 
   """The reference: `cell` scanned over time (time-major). Returns (y_TxBxH, (c_T, h_T)) and, with `keep_steps`,
   every step's {f, i, g, o, c, h} (T, B, H). `h_offset_TxBxH[t]`, if given, is added to h_t (what step t outputs
   and passes on): at zero it changes nothing, and its gradient is ∂L/∂h_t."""
-
   dtype = layer["U"].dtype  # of the matmuls and the gates; c and h are carried in c0's dtype (`carry_dtype`)
 
   def step(carry, inputs):
@@ -241,7 +240,7 @@ def trace_layer(layer: dict, x_BxTxD, state: tuple | None = None, *, mask_BxT=No
 _FORWARD_MODE_MESSAGE = (
     'lstm.apply(impl="fused") has a hand-written reverse-mode derivative (jax.custom_vjp) and no forward mode, '
     'which jax.jvp, jax.jacfwd and jax.linearize need: use impl="scan" (`lax.scan` over the cell equations, '
-    'every JAX transformation; the Flax layers and models take it as a field, config.model.impl="scan").')
+    'every JAX transformation; in the Flax layers and models (CharLM, RowSequenceClassifier) the field impl).')
 
 
 def _under_forward_mode() -> bool:
