@@ -10,7 +10,8 @@ so that they see the same load). The ratios are given twice: of the medians, and
 each round (less affected by the machine's drift). Torch is measured only where it is installed (it is no
 dependency of fnets: `pip install torch==2.13.0`), with 2 threads. Also prints the size of each JAX step's
 temporaries (XLA:CPU maps them fresh on every call, so on a machine with slow page faults they cost time), the
-compile time of the scan against a Python-unrolled loop, and the effect of scan `unroll`.
+compile time and step of the fused path against the reference path (`impl="scan"`, `lax.scan` over the cell
+equations) and the reference fully unrolled, and the effect of scan `unroll`.
 """
 
 import argparse
@@ -21,10 +22,9 @@ import time
 import fnets  # noqa: F401  (XLA flags before JAX starts)
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import optax
 
-from fnets.models import lstm
+from fnets.models.sequence import LSTM
 
 V = 65
 
@@ -44,22 +44,12 @@ class FnetsLSTMLM(nn.Module):
   E: int
   H: int
   unroll: int = 1
-  python_loop: bool = False
+  impl: str = "fused"  # "scan": the reference path (`lax.scan` over lstm.cell)
 
   @nn.compact
   def __call__(self, tokens):
     x = nn.Embed(V, self.E)(tokens)
-    if self.python_loop:  # the same equations, unrolled in Python: what lax.scan saves us from
-      params = self.param("cells", lambda k: lstm.init(k, self.E, self.H))
-      c = h = jnp.zeros((x.shape[0], self.H))
-      ys = []
-      for t in range(x.shape[1]):
-        c, h = lstm.cell(params[0], c, h, x[:, t])
-        ys.append(h)
-      y = jnp.stack(ys, 1)
-    else:
-      from fnets.models.sequence import LSTM
-      y, _ = LSTM(self.H, unroll=self.unroll)(x)
+    y, _ = LSTM(self.H, unroll=self.unroll, impl=self.impl)(x)
     return nn.Dense(V)(y)
 
 
@@ -167,7 +157,9 @@ def main():
 
   B, T, E, H = 32, 32, 64, 128
   print(f"\n== compile time, batch {B}, seq {T}, embed {E}, hidden {H}")
-  for label, model in {"lax.scan": FnetsLSTMLM(E, H), "Python-unrolled loop": FnetsLSTMLM(E, H, python_loop=True)}.items():
+  for label, model in {"fused (impl=fused)": FnetsLSTMLM(E, H),
+                       "reference (impl=scan)": FnetsLSTMLM(E, H, impl="scan"),
+                       "reference, unrolled": FnetsLSTMLM(E, H, unroll=T, impl="scan")}.items():
     run, compile_s, _ = jax_step_fn(model, B, T)
     print(f"  {label:<22} compile {compile_s:6.2f} s   step {time_steps(run, 3, 3) * 1e3:7.2f} ms")
 

@@ -57,21 +57,10 @@ def saliency(logits_fn: Callable, x_BHWC, labels_B):
 
 
 def _hidden_states(cell: str, layer: dict, x_BxTxD, perturbation_TxBxH):
-  """Runs one layer with `perturbation_TxBxH[t]` added to h_t, so that ∂L/∂perturbation[t] = ∂L/∂h_t."""
-  B, H = x_BxTxD.shape[0], layer["U"].shape[0]
-
-  def step(carry, inputs):
-    x_t, eps_t = inputs
-    if cell == "lstm":
-      c, h = lstm.cell(layer, *carry, x_t)
-      return (c, h + eps_t), h + eps_t
-    h = rnn.cell(layer, carry, x_t) + eps_t
-    return h, h
-
-  zeros = jnp.zeros((B, H))
-  carry = (zeros, zeros) if cell == "lstm" else zeros
-  _, hs_TxBxH = jax.lax.scan(step, carry, (x_BxTxD.swapaxes(0, 1), perturbation_TxBxH))
-  return hs_TxBxH
+  """Runs one layer (the models' reference path) with `perturbation_TxBxH[t]` added to h_t, so that
+  ∂L/∂perturbation[t] = ∂L/∂h_t."""
+  module = {"lstm": lstm, "rnn": rnn}[cell]
+  return module.trace_layer(layer, x_BxTxD, h_offset_BxTxH=perturbation_TxBxH.swapaxes(0, 1))["h"].swapaxes(0, 1)
 
 
 def gradient_flow(cell: str, layer: dict, x_BxTxD, loss_from_last_h: Callable):
@@ -86,14 +75,9 @@ def gradient_flow(cell: str, layer: dict, x_BxTxD, loss_from_last_h: Callable):
 
 
 def lstm_trace(layer: dict, x_BxTxD):
-  """The gates and states of one LSTM layer at every step: dict of (B, T, H) arrays f, i, g, o, c, h."""
-  def step(carry, x_t):
-    c, h, gates = lstm.cell(layer, *carry, x_t, with_gates=True)
-    return (c, h), {**gates, "c": c, "h": h}
-
-  zeros = jnp.zeros((x_BxTxD.shape[0], layer["U"].shape[0]))
-  _, trace = jax.lax.scan(step, (zeros, zeros), x_BxTxD.swapaxes(0, 1))
-  return jax.tree.map(lambda a: a.swapaxes(0, 1), trace)
+  """The gates and states of one LSTM layer at every step: dict of (B, T, H) arrays f, i, g, o, c, h (the models'
+  reference path, `lstm.trace_layer`)."""
+  return lstm.trace_layer(layer, x_BxTxD)
 
 
 def hvp(loss_fn: Callable, params, v):

@@ -1,5 +1,8 @@
 """The vanilla (Elman) RNN, h_t = tanh(W·x_t + U·h_{t-1} + b): the baseline whose gradients vanish through time,
-which the LSTM's additive cell state fixes. Same API as `fnets.models.lstm`; plain autodiff through the scan.
+which the LSTM's additive cell state fixes. Same API as `fnets.models.lstm`, plain JAX autodiff in both
+implementations, so every transformation (jvp, jacfwd, linearize, hessian, vmap) works through either:
+  "fused"  (the default) the input projection x·W + b of all steps as one matmul before the loop.
+  "scan"   the reference: `jax.lax.scan` over `cell`.
 
 Params: one dict per layer, W: (input_size, H), U: (H, H), b: (H,) (PyTorch's nn.RNN layout transposed).
 """
@@ -8,6 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from fnets.models import recurrent
+
+IMPLS = ("fused", "scan")
 
 
 def init(key: jax.Array, input_size: int, hidden_size: int, num_layers: int = 1) -> list:
@@ -23,7 +28,7 @@ def init(key: jax.Array, input_size: int, hidden_size: int, num_layers: int = 1)
 
 def zero_state(params: list, batch_size: int) -> jax.Array:
   U = params[0]["U"]
-  return jnp.zeros((len(params), batch_size, U.shape[0]), U.dtype)  # in the dtype the layers compute in
+  return jnp.zeros((len(params), batch_size, U.shape[0]), recurrent.carry_dtype(U.dtype))  # float32 under bf16
 
 
 def cell(layer: dict, h_prev, x_t):
@@ -31,12 +36,46 @@ def cell(layer: dict, h_prev, x_t):
   return jnp.tanh(x_t @ layer["W"] + h_prev @ layer["U"] + layer["b"])
 
 
-def apply(params: list, x_BxTxD: jax.Array, state: jax.Array | None = None, *, mask_BxT: jax.Array | None = None,
-          dropout: float = 0.0, key: jax.Array | None = None, unroll: int = 1):
-  """Returns (y_BxTxH of the last layer, final h of every layer (L, B, H)); arguments as in lstm.apply."""
-  state = zero_state(params, x_BxTxD.shape[0]) if state is None else state
+def _scan_layer(layer: dict, x_TxBxD, m_TxBx1, h0_BxH, unroll: int = 1, keep_steps: bool = False,
+                h_offset_TxBxH=None):
+  """The reference: `cell` scanned over time (time-major). Returns (y_TxBxH, h_T) and, with `keep_steps`, every
+  step's {"h": (T, B, H)}. `h_offset_TxBxH[t]`, if given, is added to h_t (what step t outputs and passes on): at
+  zero it changes nothing, and its gradient is ∂L/∂h_t."""
 
-  def layer_fn(layer, x_TxBxD, m_TxBx1, h0):
+  def step(h_prev, inputs):
+    x_t, m, offset = inputs
+    h = cell(layer, h_prev, x_t)
+    if offset is not None:
+      h = h + offset
+    y = h
+    if m is not None:  # padded steps keep h and output zeros
+      h, y = m * h + (1 - m) * h_prev, m * h
+    return h, (y, {"h": h} if keep_steps else None)
+
+  h, (y, steps) = jax.lax.scan(step, h0_BxH, (x_TxBxD, m_TxBx1, h_offset_TxBxH), unroll=unroll)
+  return (y, h, steps) if keep_steps else (y, h)
+
+
+def trace_layer(layer: dict, x_BxTxD, h0_BxH=None, *, mask_BxT=None, h_offset_BxTxH=None) -> dict:
+  """One layer run by the reference path (`apply(impl="scan")`), keeping every step: {"h": (B, T, H)}, the state
+  after each step. `h_offset_BxTxH` is added to each h_t (recipes.gradient_flow takes ∂L/∂h_t from it)."""
+  h0 = (zero_state([layer], x_BxTxD.shape[0])[0] if h0_BxH is None else h0_BxH).astype(layer["U"].dtype)
+  m_TxBx1 = None if mask_BxT is None else jnp.asarray(mask_BxT).T[..., None].astype(x_BxTxD.dtype)
+  offset = None if h_offset_BxTxH is None else h_offset_BxTxH.swapaxes(0, 1)
+  _, _, steps = _scan_layer(layer, x_BxTxD.swapaxes(0, 1), m_TxBx1, h0, keep_steps=True, h_offset_TxBxH=offset)
+  return jax.tree.map(lambda a: a.swapaxes(0, 1), steps)
+
+
+def apply(params: list, x_BxTxD: jax.Array, state: jax.Array | None = None, *, mask_BxT: jax.Array | None = None,
+          dropout: float = 0.0, key: jax.Array | None = None, unroll: int = 1, impl: str = "fused"):
+  """Returns (y_BxTxH of the last layer, final h of every layer (L, B, H)); arguments as in lstm.apply. The state
+  is computed in the parameters' dtype and taken and returned in `recurrent.carry_dtype` (float32 under bf16)."""
+  if impl not in IMPLS:
+    raise ValueError(f"unknown impl {impl!r}; choose one of {IMPLS}")
+  dtype = params[0]["U"].dtype
+  state = (zero_state(params, x_BxTxD.shape[0]) if state is None else jnp.asarray(state)).astype(dtype)
+
+  def fused_layer(layer, x_TxBxD, m_TxBx1, h0):
     xWb_TxBxH = x_TxBxD @ layer["W"] + layer["b"]
 
     def step(h_prev, inputs):
@@ -47,5 +86,9 @@ def apply(params: list, x_BxTxD: jax.Array, state: jax.Array | None = None, *, m
     h, y = jax.lax.scan(step, h0, (xWb_TxBxH, m_TxBx1), unroll=unroll)
     return y, h
 
+  def scan_layer(layer, x_TxBxD, m_TxBx1, h0):
+    return _scan_layer(layer, x_TxBxD, None if mask_BxT is None else m_TxBx1, h0, unroll=unroll)
+
+  layer_fn = fused_layer if impl == "fused" else scan_layer
   y, finals = recurrent.run_layers(layer_fn, params, x_BxTxD, list(state), mask_BxT, dropout, key)
-  return y, jnp.stack(finals)
+  return y, jnp.stack(finals).astype(recurrent.carry_dtype(dtype))

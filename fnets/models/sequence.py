@@ -15,6 +15,7 @@ class LSTM(nn.Module):
   unroll: int = 1
   forget_bias: float = 1.0
   dtype: jnp.dtype = jnp.float32  # computation dtype; params are kept float32 and cast for the computation
+  impl: str = "fused"  # "fused" (fast, reverse-mode derivatives only) or "scan" (every JAX transformation)
 
   apply_fn = staticmethod(lstm.apply)
 
@@ -25,11 +26,10 @@ class LSTM(nn.Module):
   def __call__(self, x_BxTxD, state=None, *, mask_BxT=None, train: bool = False):
     params = self.param("cells", lambda key: self.init_params(key, x_BxTxD.shape[-1]))
     key = self.make_rng("dropout") if train and self.dropout > 0 else None
-    if self.dtype != jnp.float32:
-      cast = lambda tree: jax.tree.map(lambda a: a.astype(self.dtype), tree)
-      params, x_BxTxD, state = cast(params), x_BxTxD.astype(self.dtype), cast(state)
+    if self.dtype != jnp.float32:  # not the state: float32 in and out (recurrent.carry_dtype)
+      params, x_BxTxD = jax.tree.map(lambda a: a.astype(self.dtype), params), x_BxTxD.astype(self.dtype)
     return self.apply_fn(params, x_BxTxD, state, mask_BxT=mask_BxT, dropout=self.dropout, key=key,
-                         unroll=self.unroll)
+                         unroll=self.unroll, impl=self.impl)
 
 
 class RNN(LSTM):
@@ -53,6 +53,7 @@ class CharLM(nn.Module):
   dropout: float = 0.0
   unroll: int = 1
   dtype: jnp.dtype = jnp.float32
+  impl: str = "fused"  # of the LSTM/RNN layers: "fused" (training) or "scan" (jax.jvp, jax.jacfwd, ...)
 
   @nn.compact
   def __call__(self, tokens_BxT, state=None, *, train: bool = False):
@@ -61,7 +62,7 @@ class CharLM(nn.Module):
       raise ValueError(f"unknown cell {self.cell!r}; choose one of {sorted(CELLS)}")
     x_BxTxE = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)(tokens_BxT)
     y_BxTxH, state = CELLS[self.cell](self.hidden_size, self.num_layers, self.dropout, self.unroll,
-                                      dtype=self.dtype)(x_BxTxE, state, train=train)
+                                      dtype=self.dtype, impl=self.impl)(x_BxTxE, state, train=train)
     y_BxTxH = nn.Dropout(self.dropout, deterministic=not train)(y_BxTxH)
     return nn.Dense(self.vocab_size, dtype=self.dtype)(y_BxTxH).astype(jnp.float32), state
 
@@ -75,11 +76,12 @@ class RowSequenceClassifier(nn.Module):
   unroll: int = 1
   num_classes: int = 10
   dtype: jnp.dtype = jnp.float32
+  impl: str = "fused"  # of the LSTM/RNN layers: "fused" (training) or "scan" (jax.jvp, jax.jacfwd, ...)
 
   @nn.compact
   def __call__(self, x_BHWC, *, train: bool) -> jax.Array:
     B, H, W, C = x_BHWC.shape
     x_BxTxD = x_BHWC.reshape(B, H, W * C).astype(jnp.float32)
     y_BxTxH, _ = CELLS[self.cell](self.hidden_size, self.num_layers, self.dropout, self.unroll,
-                                  dtype=self.dtype)(x_BxTxD, train=train)
+                                  dtype=self.dtype, impl=self.impl)(x_BxTxD, train=train)
     return nn.Dense(self.num_classes, dtype=self.dtype)(y_BxTxH[:, -1]).astype(jnp.float32)
