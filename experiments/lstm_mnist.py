@@ -22,5 +22,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.warmup_epochs = 0.5
   c.grad_clip_norm = 1.0
   c.model = ml_collections.ConfigDict(dict(name="row_sequence", cell="lstm", hidden_size=128, num_layers=1,
-                                           dropout=0.0, unroll=1))
+                                           dropout=0.0, unroll=1, impl="fused"))
   return c

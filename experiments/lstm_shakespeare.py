@@ -39,7 +39,7 @@ def get_config(cell: str = "lstm") -> ml_collections.ConfigDict:
   c.warmup_epochs = 100.0  # in steps here: an "epoch" of the schedule is one step
   c.grad_clip_norm = 1.0
   c.model = ml_collections.ConfigDict(dict(name="char_lm", cell=cell, embed_dim=128, hidden_size=512,
-                                           num_layers=1, dropout=0.0, unroll=1))
+                                           num_layers=1, dropout=0.0, unroll=1, impl="fused"))
   c.sample_prompt = "ROMEO:"
   c.sample_length = 400
   c.sample_temperature = 0.8

@@ -182,11 +182,12 @@ _POSITIVE_TUPLES = ("model.conv_features", "model.dense_features", "model.hidden
 
 def _choices() -> dict[str, tuple]:
   from fnets import loop, models, optim, parallel
-  from fnets.models import layers, sequence
+  from fnets.models import layers, lstm, sequence
   return {"task": tuple(loop.TASKS), "optimizer": optim.OPTIMIZERS, "schedule": optim.SCHEDULES,
           "dtype": tuple(models.DTYPES), "param_sharding": parallel.PARAM_SHARDINGS,
           "model.name": tuple(models.MODELS), "model.activation": tuple(layers.ACTIVATIONS),
-          "model.pool": ("max", "avg"), "model.cell": tuple(sequence.CELLS), "model.padding": ("SAME", "VALID")}
+          "model.pool": ("max", "avg"), "model.cell": tuple(sequence.CELLS), "model.padding": ("SAME", "VALID"),
+          "model.impl": lstm.IMPLS}
 
 
 def check(config: ml_collections.ConfigDict) -> None:
