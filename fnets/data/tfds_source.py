@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 _DOWNLOAD_HOSTS = ("storage.googleapis.com", "www.cs.toronto.edu", "raw.githubusercontent.com")
 
 # Installs TensorFlow, which TFDS's download_and_prepare needs (fnets' base install has none).
-INSTALL_DATA_EXTRA = 'pip install "fnets[data]" (or from a checkout: pip install -e ".[data]")'
+INSTALL_DATA_EXTRA = 'pip install "fnets[data]" (from a checkout: pip install -e ".[data]")'
 
 
 class DataError(RuntimeError):
@@ -55,14 +55,14 @@ def open_source(name: str, data_dir: str | None, splits: tuple[str, ...]) -> dic
     if not _online():
       raise DataError(
           f"dataset {name} {builder.version} is not prepared in {where} and there is no network to download it: "
-          f"point fnets at a TFDS data dir that holds it (--config.data_dir=DIR or TFDS_DATA_DIR=DIR), or run fnets "
-          f"once where there is network and TensorFlow ({INSTALL_DATA_EXTRA}) and copy that data dir's {name}/ "
-          f"into {data_dir}")
+          f"point fnets at a TFDS data dir that holds it (--config.data_dir=DIR or TFDS_DATA_DIR=DIR), or on a "
+          f"machine with network install TensorFlow with {INSTALL_DATA_EXTRA}, run fnets once and copy that data "
+          f"dir's {name}/ into {data_dir}")
     if not _tensorflow_installed():
       raise DataError(
           f"dataset {name} {builder.version} is not prepared in {where}, and preparing it (TFDS's "
-          f"download_and_prepare) needs TensorFlow, which is not installed: {INSTALL_DATA_EXTRA}; or point fnets at "
-          f"a TFDS data dir that holds it (--config.data_dir=DIR or TFDS_DATA_DIR=DIR)")
+          f"download_and_prepare) needs TensorFlow, which is not installed: install it with {INSTALL_DATA_EXTRA}, "
+          f"or point fnets at a TFDS data dir that holds it (--config.data_dir=DIR or TFDS_DATA_DIR=DIR)")
     builder.download_and_prepare(file_format="array_record")
   if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
     raise DataError(f"{where} holds {builder.info.file_format.value} files; fnets reads array_record. Prepare it "
