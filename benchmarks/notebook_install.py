@@ -71,7 +71,8 @@ def du(path):
 
 
 def report(case, seconds, rc, output, checked, size=""):
-  said = [line for line in output.splitlines() if line.startswith(("fnets install:", "RuntimeError"))]
+  said = [line.strip() for line in output.splitlines() if line.startswith(("fnets install:", "RuntimeError"))
+          or "depends on" in line or "The user requested (constraint)" in line]  # and pip's reason for a refusal
   print(f"== {case}: {seconds:.0f} s, exit {rc}{', venv ' + size if size else ''}")
   for line in said:
     print("   " + line)
