@@ -101,3 +101,30 @@ def test_validation_is_held_out_from_train(mock_tfds, tmp_path, monkeypatch):
   asked.clear()
   assert images.load("mnist", str(tmp_path), validation_percent=0).validation is None
   assert asked == [("train",)]
+
+def test_missing_dataset_offline_names_data_dir_and_data_extra(tmp_path, monkeypatch):
+  monkeypatch.setattr(tfds_source, "_online", lambda: False)
+  with pytest.raises(tfds_source.DataError) as error:
+    tfds_source.open_source("mnist", str(tmp_path), ("train",))
+  message = str(error.value)
+  assert "\n" not in message
+  assert f"mnist 3.0.1 is not prepared in {tmp_path}" in message and "no network" in message
+  assert "--config.data_dir=DIR or TFDS_DATA_DIR=DIR" in message
+  assert 'pip install "fnets[data]"' in message and 'pip install -e ".[data]"' in message
+  assert message.endswith(f"copy that data dir's mnist/ into {tmp_path}")
+
+
+def test_missing_dataset_without_tensorflow_names_data_extra_before_downloading(tmp_path, monkeypatch):
+  # TFDS's download_and_prepare fails without TensorFlow only after downloading ("Failed to encode example").
+  monkeypatch.setattr(tfds_source, "_online", lambda: True)
+  monkeypatch.setattr(tfds_source, "_tensorflow_installed", lambda: False)
+  monkeypatch.setattr(tfds_source.tfds.core.DatasetBuilder, "download_and_prepare",
+                      lambda *args, **kwargs: pytest.fail("download_and_prepare was called"))
+  with pytest.raises(tfds_source.DataError) as error:
+    tfds_source.open_source("mnist", str(tmp_path), ("train",))
+  message = str(error.value)
+  assert "\n" not in message
+  assert f"mnist 3.0.1 is not prepared in {tmp_path}" in message and "needs TensorFlow, which is not installed" in message
+  assert 'pip install "fnets[data]"' in message and 'pip install -e ".[data]"' in message
+  assert "--config.data_dir=DIR or TFDS_DATA_DIR=DIR" in message
+

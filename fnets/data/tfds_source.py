@@ -1,9 +1,11 @@
 """Opens a TFDS dataset as random-access data sources, preparing it if missing, failing fast when offline.
 
 `tfds.load` retries a missing download for minutes when there is no network; here a missing dataset is
-prepared only after a quick connectivity check, and otherwise raises `DataError` saying how to provide it.
+prepared only after a quick connectivity check and where TensorFlow is installed (TFDS's download_and_prepare
+needs it; fnets' `data` extra installs it), and otherwise raises `DataError` saying how to provide it.
 """
 
+import importlib.util
 import os
 import socket
 
@@ -13,6 +15,9 @@ from fnets.config import UsageError
 
 # Hosts the TFDS builders of fnets' datasets download from; one reachable host is enough to try.
 _DOWNLOAD_HOSTS = ("storage.googleapis.com", "www.cs.toronto.edu", "raw.githubusercontent.com")
+
+# Installs TensorFlow, which TFDS's download_and_prepare needs (fnets' base install has none).
+INSTALL_DATA_EXTRA = 'pip install "fnets[data]" (from a checkout: pip install -e ".[data]")'
 
 
 class DataError(UsageError):
@@ -34,6 +39,10 @@ def _online(timeout_s: float = 3.0) -> bool:
   return False
 
 
+def _tensorflow_installed() -> bool:
+  return importlib.util.find_spec("tensorflow") is not None
+
+
 def open_source(name: str, data_dir: str | None, splits: tuple[str, ...]) -> dict:
   """Returns {split: random-access source of example dicts} for TFDS dataset `name` (e.g. 'cifar10').
   A split may be a TFDS slice such as 'train[:90%]'."""
@@ -44,14 +53,18 @@ def open_source(name: str, data_dir: str | None, splits: tuple[str, ...]) -> dic
     raise DataError(f"TFDS has no dataset named {name!r}: {e}") from None
   where = os.path.join(data_dir, name, str(builder.version))
   if not builder.is_prepared():
+    # One line each: what is missing, where, and the commands that provide it.
     if not _online():
       raise DataError(
-          f"dataset {name} {builder.version} is not prepared in {where} and there is no network to download it.\n"
-          f"Provide it by either:\n"
-          f"  - pointing fnets at a TFDS data dir that holds it: --config.data_dir=DIR or TFDS_DATA_DIR=DIR, or\n"
-          f"  - preparing it on a machine with network and copying {name}/ into {data_dir}:\n"
-          f"      python -c \"import tensorflow_datasets as tfds; tfds.builder('{name}', data_dir='{data_dir}')"
-          f".download_and_prepare(file_format='array_record')\"")
+          f"dataset {name} {builder.version} is not prepared in {where} and there is no network to download it: "
+          f"point fnets at a TFDS data dir that holds it (--config.data_dir=DIR or TFDS_DATA_DIR=DIR), or on a "
+          f"machine with network install TensorFlow with {INSTALL_DATA_EXTRA}, run fnets once and copy that data "
+          f"dir's {name}/ into {data_dir}")
+    if not _tensorflow_installed():
+      raise DataError(
+          f"dataset {name} {builder.version} is not prepared in {where}, and preparing it (TFDS's "
+          f"download_and_prepare) needs TensorFlow, which is not installed: install it with {INSTALL_DATA_EXTRA}, "
+          f"or point fnets at a TFDS data dir that holds it (--config.data_dir=DIR or TFDS_DATA_DIR=DIR)")
     builder.download_and_prepare(file_format="array_record")
   if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
     raise DataError(f"{where} holds {builder.info.file_format.value} files; fnets reads array_record. Prepare it "
