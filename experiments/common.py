@@ -19,6 +19,8 @@ def image_classification() -> ml_collections.ConfigDict:
   c.dtype = "float32"  # or bfloat16: computation only; params, optimizer state and loss stay float32
   c.param_sharding = "replicated"  # or fsdp: large arrays of the train state split over the devices
   c.ensemble_size = 1  # K > 1: train the runs of seeds seed..seed+K-1 at once (vmap), report the ensemble
+  c.init_from = ""  # a run's workdir (its best checkpoint, else latest) or WORKDIR/checkpoints/STEP: start from its weights
+  c.profile_steps = ""  # "A:B": a jax.profiler trace of steps A..B-1 in WORKDIR/profile (TensorBoard, Perfetto)
   c.log_every_steps = 100
   c.checkpoint_every_steps = 500  # and at the end of every epoch
   c.keep_checkpoints = 3

@@ -167,7 +167,7 @@ def from_json(recorded: dict) -> ml_collections.ConfigDict:
 # Fields a run may change between starts: they do not change its result (a smoke run with max_steps can be
 # continued into the full run; a resumed run may log or save more often).
 FREE_FIELDS = ("data_dir", "max_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-               "eval_batch_size", "sample_prompt", "sample_length", "sample_temperature")
+               "eval_batch_size", "sample_prompt", "sample_length", "sample_temperature", "profile_steps")
 
 _POSITIVE_INT = ("batch_size", "eval_batch_size", "num_epochs", "num_steps", "seq_len", "log_every_steps",
                  "eval_every_steps", "eval_streams", "keep_checkpoints", "ensemble_size", "sample_length",
@@ -215,6 +215,12 @@ def check(config: ml_collections.ConfigDict) -> None:
       bad(name, "must be positive integers")
   if "validation_percent" in present and not 0 <= config.validation_percent < 100:
     bad("validation_percent", "must be in [0, 100): the percent of the train split held out for validation")
+  if config.get("profile_steps"):
+    start, sep, stop = config.profile_steps.partition(":")
+    if not (sep and start.isdigit() and stop.isdigit() and int(start) < int(stop)):
+      bad("profile_steps", 'write "A:B" with 0 ≤ A < B: the steps A..B-1 are traced')
+  if config.get("init_from") and not os.path.isdir(os.path.expanduser(config.init_from)):
+    bad("init_from", "no such directory; give a run's workdir or WORKDIR/checkpoints/STEP")
   if "model.pool_after" in present:
     n = len(config.model.conv_features)
     if not all(isinstance(i, int) and 0 <= i < n for i in config.model.pool_after):

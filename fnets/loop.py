@@ -69,6 +69,25 @@ def num_params(params) -> int:
   return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(params)))
 
 
+def param_summary(params) -> dict:
+  """{layer: {"params": count, "shapes": {name: shape}}} for each top-level module of the params."""
+  out = {}
+  for layer, tree in params.items():
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    out[layer] = {"params": num_params(tree),
+                  "shapes": {jax.tree_util.keystr(path, simple=True, separator="/"): list(np.shape(x))
+                             for path, x in leaves}}
+  return out
+
+
+def profile_window(spec: str) -> tuple[int, int] | None:
+  """`"A:B"` → (A, B): steps A..B-1 are traced; "" → None."""
+  if not spec:
+    return None
+  start, _, stop = spec.partition(":")
+  return int(start), int(stop)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, fresh: bool = False) -> dict:
   """Trains `config`'s task in `workdir`; returns {"eval": last validation metrics, "test": the final model's
   test metrics, "test_best": the best checkpoint's}.
@@ -81,23 +100,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, fresh
   if fresh and parallel.is_primary() and (moved := runs.move_aside(workdir)):
     console.info("--fresh: the previous run in %s was moved to %s", workdir, moved)
   parallel.sync("fresh")  # no process starts before the old run is out of the way
-  runs.start(workdir, config, task.files, {"params": num_params(task.state.params)})  # config.json, run.json
+  layers = param_summary(task.state.params)
+  runs.start(workdir, config, task.files, {"params": num_params(task.state.params), "layers": layers})
 
   checkpoints = runs.Checkpoints(workdir, config.keep_checkpoints, task.best_metric, task.best_mode)
   log = None
   try:
-    state = checkpoints.restore(task.state) or task.state
+    state = checkpoints.restore(task.state)
+    if state is None and config.get("init_from"):  # fine-tuning: another run's weights, a fresh optimizer
+      params, model_state = runs.restore_weights(config.init_from, task.state)
+      state = task.state.replace(params=params, model_state=model_state)
+      console.info("initialised from %s", config.init_from)
+    state = state or task.state
     step = step_of(state)
-    log = RunLog(workdir, task.total_steps, resume_step=step)
-    console.info("%s: %s parameters; %s; %d steps%s; workdir %s", config.task, f"{num_params(state.params):,}",
+    log = RunLog(workdir, task.total_steps, resume_step=step, config_json=config.to_json(indent=2))
+    console.info("%s: %s parameters (%s); %s; %d steps%s; workdir %s", config.task,
+                 f"{num_params(state.params):,}", ", ".join(f"{k} {v['params']:,}" for k, v in layers.items()),
                  task.summary, task.total_steps, f", resumed at step {step}" if step else "", workdir)
     window, val = TrainWindow(log, task.items_per_step, task.rate_name), None
     epoch = lambda: {"epoch": step / task.steps_per_epoch} if task.steps_per_epoch else {}
+    profile = profile_window(config.get("profile_steps", ""))
 
     with runs.StopSignals() as stop:
       while step < task.total_steps:
+        if profile and step == profile[0]:
+          jax.profiler.start_trace(os.path.join(workdir, "profile"))
         state, metrics = task.train_step(state, step)
         step += 1
+        if profile and step == min(profile[1], task.total_steps):
+          jax.block_until_ready(state)
+          jax.profiler.stop_trace()
+          console.info("profile of steps %d-%d written to %s", profile[0], step - 1, os.path.join(workdir, "profile"))
         window.add(metrics)
         last = step == task.total_steps
         if step % config.log_every_steps == 0 or last:

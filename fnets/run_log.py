@@ -32,7 +32,7 @@ class RunLog:
   """Appends `{"step", "split", metric: value}` records; only records, never state. In a multi-process run
   only process 0 writes (the metrics are global: every process holds the same values)."""
 
-  def __init__(self, workdir: str, total_steps: int, resume_step: int = 0):
+  def __init__(self, workdir: str, total_steps: int, resume_step: int = 0, config_json: str = ""):
     self._enabled = parallel.is_primary()
     if not self._enabled:
       return
@@ -40,7 +40,11 @@ class RunLog:
     path = os.path.join(workdir, "metrics.jsonl")
     _drop_records_after(path, resume_step)
     self._jsonl = open(path, "a")
-    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    # On resume TensorBoard is told to drop the events past the checkpoint (written again from there), as
+    # metrics.jsonl drops its records: no step shows twice.
+    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+    if config_json and not resume_step:
+      self._tb.add_text("config", "    " + config_json.replace("\n", "\n    "), 0)  # (indented: shown as code)
     self._total_steps = total_steps
     self._start, self._start_step = time.time(), resume_step
 

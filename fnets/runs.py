@@ -218,6 +218,46 @@ def restore_for_eval(workdir: str, like, best_metric: str, best_mode: str):
   return restored, step
 
 
+def _step_dir(path: str) -> str:
+  """The checkpoint directory `path` names: a run's best checkpoint (else its latest), or a checkpoint itself."""
+  path = os.path.expanduser(path)
+  if os.path.isdir(os.path.join(path, "default")):
+    return path
+  for sub in ("best", "checkpoints"):
+    steps = sorted((int(d) for d in os.listdir(os.path.join(path, sub)) if d.isdigit()), reverse=True) \
+        if os.path.isdir(os.path.join(path, sub)) else []
+    if steps:
+      return os.path.join(path, sub, str(steps[0]))
+  raise RunError(f"--config.init_from={path}: no checkpoint there; give a run's workdir or one of its "
+                 f"checkpoints (WORKDIR/checkpoints/STEP)")
+
+
+def _by_path(tree) -> dict:
+  return {jax.tree_util.keystr(p, simple=True, separator="/"): x
+          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def restore_weights(path: str, like) -> tuple:
+  """(params, model_state) of the checkpoint at `path` (a run's workdir: its best checkpoint, else its latest; or
+  WORKDIR/checkpoints/STEP), placed like `like`'s; a RunError naming the arrays whose shapes differ."""
+  where = _step_dir(path)
+  with ocp.StandardCheckpointer() as checkpointer:
+    saved = checkpointer.restore(os.path.join(where, "default"))
+  out = []
+  for part in ("params", "model_state"):
+    target, have = getattr(like, part), _by_path(saved.get(part, {}))
+    want = _by_path(target)
+    shape = lambda d, k: tuple(np.shape(d[k])) if k in d else "absent"
+    if diff := [f"{part}/{k}: {shape(have, k)} there, {shape(want, k)} here"
+                for k in sorted(set(want) | set(have)) if shape(want, k) != shape(have, k)]:
+      raise RunError(f"--config.init_from={path}: {where} does not fit this model ({'; '.join(diff[:6])}"
+                     f"{'; ...' if len(diff) > 6 else ''}); use a run of the same model")
+    place = lambda p, t: jax.device_put(
+        np.asarray(have[jax.tree_util.keystr(p, simple=True, separator="/")]).astype(t.dtype), t.sharding)
+    out.append(jax.tree_util.tree_map_with_path(place, target))
+  return tuple(out)
+
+
 # --- What stops a run.
 
 def check_finite(first_step: int, losses) -> None:

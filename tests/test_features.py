@@ -1,0 +1,115 @@
+"""What a researcher expects around a run: a parameter summary, a profile trace, starting from another run's
+weights, and a TensorBoard log that a resume does not duplicate."""
+
+import dataclasses
+import glob
+import json
+import os
+import struct
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import cnn_mnist
+from fnets import config as config_lib
+from fnets import loop, runs, train
+
+SMALL = ["--config.batch_size=16", "--config.num_epochs=2", "--config.model.conv_features=(4,)",
+         "--config.model.pool_after=(0,)", "--config.model.dense_features=(8,)", "--config.log_every_steps=1"]
+
+
+def config(*args):
+  return config_lib.override(cnn_mnist.get_config(), [*SMALL, *args])
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+  """A finished 8-step run (64 mock examples, 4 steps an epoch), profiled at steps 2-3."""
+  import tensorflow_datasets as tfds
+  from conftest import METADATA
+  workdir = str(tmp_path_factory.mktemp("source") / "run")
+  with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_FILES, data_dir=METADATA):
+    loop.train_and_evaluate(config('--config.profile_steps=2:4'), workdir)
+  return workdir
+
+
+def test_parameter_summary_in_run_json_and_console(source_run, mock_tfds, tmp_path, capsys):
+  record = json.load(open(os.path.join(source_run, "run.json")))[-1]
+  layers = record["layers"]
+  assert list(layers) == ["BatchNorm_0", "Conv_0", "Dense_0", "Dense_1"]
+  assert layers["Conv_0"]["shapes"] == {"kernel": [3, 3, 1, 4]} and layers["Conv_0"]["params"] == 36
+  assert sum(layer["params"] for layer in layers.values()) == record["params"]
+  loop.train_and_evaluate(config("--config.max_steps=1"), str(tmp_path / "again"))
+  first = capsys.readouterr().err.splitlines()[0]
+  assert f"{record['params']:,} parameters (BatchNorm_0 8, Conv_0 36, Dense_0" in first
+
+
+def test_profile_steps_write_a_trace(source_run):
+  traces = glob.glob(os.path.join(source_run, "profile", "**", "*.xplane.pb"), recursive=True)
+  assert traces and os.path.getsize(traces[0]) > 0
+  with pytest.raises(config_lib.ConfigError, match="profile_steps='3:1'"):
+    config_lib.check(config("--config.profile_steps=3:1"))
+
+
+def test_init_from_starts_from_the_source_weights_with_a_fresh_optimizer(source_run, mock_tfds, monkeypatch, tmp_path):
+  seen = []
+  setup = train.setup
+
+  def setup_and_watch(config):
+    task = setup(config)
+
+    def train_step(state, step):
+      seen.append(jax.device_get(state))
+      return task.train_step(state, step)
+    return dataclasses.replace(task, train_step=train_step)
+
+  monkeypatch.setattr(train, "setup", setup_and_watch)
+  loop.train_and_evaluate(config(f"--config.init_from={source_run}", "--config.max_steps=1"), str(tmp_path / "ft"))
+  best_step = runs.Checkpoints(source_run, 3, "accuracy", "max")
+  best = best_step.restore(seen[0], best=True)
+  best_step.close()
+  start = seen[0]
+  assert int(start.step) == 0
+  for a, b in zip(jax.tree.leaves((start.params, start.model_state)), jax.tree.leaves((best.params, best.model_state))):
+    np.testing.assert_array_equal(a, b)  # the source's best weights
+  fresh = jax.device_get(setup(config()).state.opt_state)
+  for a, b in zip(jax.tree.leaves(start.opt_state), jax.tree.leaves(fresh)):
+    np.testing.assert_array_equal(a, b)  # and a fresh optimizer
+  with pytest.raises(runs.RunError, match=r"does not fit this model \(.*params/Conv_0/kernel: \(3, 3, 1, 4\) there, "
+                                          r"\(3, 3, 1, 6\) here"):
+    loop.train_and_evaluate(config(f"--config.init_from={source_run}", "--config.model.conv_features=(6,)"),
+                            str(tmp_path / "mismatch"))
+
+
+def tensorboard_scalars(workdir) -> list[tuple[str, int]]:
+  """(tag, step) of the scalar events TensorBoard shows: events past a purge_step marker (SessionLog START)
+  written by a later writer are dropped, as TensorBoard drops them."""
+  from tensorboardX.proto import event_pb2
+  shown = []
+  for path in sorted(glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))):
+    data = open(path, "rb").read()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 12 + length + 4
+      if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
+        shown = [(tag, step) for tag, step in shown if step < event.step]
+      for value in event.summary.value:
+        if value.HasField("simple_value"):
+          shown.append((value.tag, event.step))
+  return shown
+
+
+def test_a_resumed_run_shows_each_step_once_in_tensorboard(mock_tfds, tmp_path):
+  workdir = str(tmp_path / "run")
+  loop.train_and_evaluate(config("--config.max_steps=6", "--config.checkpoint_every_steps=2"), workdir)
+  for step in (6,):  # lose the end: the run resumes from step 4 and writes steps 5 and 6 again
+    import shutil
+    shutil.rmtree(os.path.join(workdir, "checkpoints", str(step)))
+  loop.train_and_evaluate(config("--config.max_steps=6", "--config.checkpoint_every_steps=2"), workdir)
+  shown = tensorboard_scalars(workdir)
+  assert len(shown) == len(set(shown))
+  assert ("train/loss", 6) in shown and ("train/loss", 1) in shown
+  assert len(glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))) == 2
