@@ -25,8 +25,9 @@ flags.DEFINE_string("experiment", None, "NAME[:ARG]: short for --config=experime
 flags.DEFINE_string("workdir", None,
                     "Directory for config, metrics and checkpoints (default /tmp/fnets_runs/NAME).")
 flags.DEFINE_bool("list", False, "List the experiments and their variants, and exit.")
-flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resuming from the workdir's latest checkpoint), or "
-                  "eval: validation and test metrics of the workdir's best (else latest) checkpoint.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "export"], "train (resuming from the workdir's latest "
+                  "checkpoint); eval: validation and test metrics of the workdir's best (else latest) checkpoint; "
+                  "export: that checkpoint's weights as WORKDIR/export/*.npz.")
 flags.DEFINE_bool("fresh", False, "Start again: move an existing run in --workdir aside to WORKDIR.old-TIMESTAMP.")
 flags.DEFINE_bool("distributed", False, "Join a multi-process run through jax.distributed, with the settings JAX "
                   "detects (TPU pod, SLURM, ...). Implied by --coordinator_address.")
@@ -88,7 +89,7 @@ def main(argv):
   from fnets import loop, parallel, runs  # (imports JAX: after the flags are known to be good)
   try:
     spec = config_flags.get_config_filename(FLAGS["config"]) if FLAGS["config"].present else None
-    if FLAGS.mode == "eval" and FLAGS.workdir and spec is None:
+    if FLAGS.mode != "train" and FLAGS.workdir and spec is None:
       config = runs.recorded_config(FLAGS.workdir)  # --mode=eval --workdir=DIR: the run's own config
     elif spec is None:
       raise config_lib.ConfigError("no config: give --experiment=NAME or --config=PATH.py (see --list)")
@@ -98,9 +99,10 @@ def main(argv):
     # (Not /tmp/fnets: a directory named like the package shadows an editable install for Python started in /tmp.)
     workdir = FLAGS.workdir or f"/tmp/fnets_runs/{config_lib.run_name(spec)}"
     parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, auto=FLAGS.distributed)
-    if FLAGS.mode == "eval":
+    if FLAGS.mode != "train":
       runs.check_workdir(workdir, config)  # the run's config, up to the fields that do not change results
-      loop.evaluate_checkpoint(runs.recorded_config(workdir), workdir)
+      run = loop.evaluate_checkpoint if FLAGS.mode == "eval" else loop.export
+      run(runs.recorded_config(workdir), workdir)
     else:
       loop.train_and_evaluate(config, workdir, fresh=FLAGS.fresh)
   except runs.Preempted as e:

@@ -184,6 +184,30 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   return out
 
 
+def export(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
+  """Writes the weights of a run's best (else latest) checkpoint: WORKDIR/export/params.npz, one array per path
+  ("params/Conv_0/kernel", "model_state/BatchNorm_0/mean", ...), and for the recurrent models
+  WORKDIR/export/torch_state_dict.npz in PyTorch's names (models.sequence.torch_state_dict). Returns the paths."""
+  from fnets.models import sequence
+  task = setup(config)
+  state, step = runs.restore_for_eval(workdir, task.state, task.best_metric, task.best_mode)
+  state = jax.device_get(state)
+  out_dir = os.path.join(workdir, "export")
+  arrays = {f"{part}/{name}": np.asarray(x) for part in ("params", "model_state")
+            for name, x in runs.by_path(getattr(state, part)).items()}
+  paths = {"params": os.path.join(out_dir, "params.npz")}
+  torch_names = sequence.torch_state_dict(config.model, state.params)
+  if torch_names is not None:
+    paths["torch"] = os.path.join(out_dir, "torch_state_dict.npz")
+  if parallel.is_primary():
+    os.makedirs(out_dir, exist_ok=True)
+    np.savez(paths["params"], **arrays)
+    if torch_names is not None:
+      np.savez(paths["torch"], **{k: np.asarray(v) for k, v in torch_names.items()})
+  console.info("exported the weights of checkpoint %d: %s", step, ", ".join(paths.values()))
+  return paths
+
+
 def _line(metrics: dict) -> str:
   return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
                    if not isinstance(v, list))

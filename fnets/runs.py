@@ -232,7 +232,8 @@ def _step_dir(path: str) -> str:
                  f"checkpoints (WORKDIR/checkpoints/STEP)")
 
 
-def _by_path(tree) -> dict:
+def by_path(tree) -> dict:
+  """{'a/b/0/c': leaf} of a tree."""
   return {jax.tree_util.keystr(p, simple=True, separator="/"): x
           for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
@@ -245,8 +246,8 @@ def restore_weights(path: str, like) -> tuple:
     saved = checkpointer.restore(os.path.join(where, "default"))
   out = []
   for part in ("params", "model_state"):
-    target, have = getattr(like, part), _by_path(saved.get(part, {}))
-    want = _by_path(target)
+    target, have = getattr(like, part), by_path(saved.get(part, {}))
+    want = by_path(target)
     shape = lambda d, k: tuple(np.shape(d[k])) if k in d else "absent"
     if diff := [f"{part}/{k}: {shape(have, k)} there, {shape(want, k)} here"
                 for k in sorted(set(want) | set(have)) if shape(want, k) != shape(have, k)]:

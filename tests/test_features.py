@@ -113,3 +113,47 @@ def test_a_resumed_run_shows_each_step_once_in_tensorboard(mock_tfds, tmp_path):
   assert len(shown) == len(set(shown))
   assert ("train/loss", 6) in shown and ("train/loss", 1) in shown
   assert len(glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))) == 2
+
+
+@pytest.fixture(scope="module")
+def exported_lm(tmp_path_factory):
+  """A 2-step character LSTM (2 layers) and its export."""
+  import tensorflow_datasets as tfds
+  from conftest import METADATA
+  from experiments import lstm_shakespeare
+  config = config_lib.override(lstm_shakespeare.get_config(), [
+      "--config.max_steps=2", "--config.batch_size=4", "--config.seq_len=16", "--config.eval_every_steps=2",
+      "--config.model.hidden_size=16", "--config.model.embed_dim=8", "--config.model.num_layers=2",
+      "--config.eval_streams=4", "--config.sample_prompt=a", "--config.sample_length=4"])
+  workdir = str(tmp_path_factory.mktemp("lm") / "run")
+  with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_FILES, data_dir=METADATA):
+    loop.train_and_evaluate(config, workdir)
+    paths = loop.export(config, workdir)
+    task = loop.setup(config)
+  state, _ = runs.restore_for_eval(workdir, task.state, "loss", "min")
+  return config, task, jax.device_get(state), paths
+
+
+def test_export_writes_the_checkpoint_weights(exported_lm):
+  config, task, state, paths = exported_lm
+  saved = dict(np.load(paths["params"]))
+  assert saved.keys() == {f"params/{k}" for k in runs.by_path(state.params)}
+  for name, x in runs.by_path(state.params).items():
+    np.testing.assert_array_equal(saved[f"params/{name}"], x)
+
+
+def test_exported_lstm_loads_into_torch_and_gives_the_same_logits(exported_lm):
+  torch = pytest.importorskip("torch")
+  config, task, state, paths = exported_lm
+  weights = {k: torch.from_numpy(np.asarray(v)) for k, v in np.load(paths["torch"]).items()}
+  vocab, embed, hidden = weights["head.bias"].shape[0], config.model.embed_dim, config.model.hidden_size
+  net = torch.nn.ModuleDict({"embed": torch.nn.Embedding(vocab, embed),
+                             "rnn": torch.nn.LSTM(embed, hidden, num_layers=2, batch_first=True),
+                             "head": torch.nn.Linear(hidden, vocab)})
+  net.load_state_dict(weights)  # strict: every name and shape matches
+  tokens = np.random.default_rng(0).integers(0, vocab, (3, 20))
+  expected, _ = task.context["model"].apply({"params": state.params}, tokens)
+  with torch.no_grad():
+    y, _ = net["rnn"](net["embed"](torch.from_numpy(tokens)))
+    logits = net["head"](y).numpy()
+  np.testing.assert_allclose(logits, np.asarray(expected), atol=1e-5)

@@ -116,6 +116,9 @@ def test_eval_mode_restores_the_best_checkpoint(uninterrupted):
     assert result["checkpoint_step"] in [r["step"] for r in evals if r["accuracy"] == best["accuracy"]]
     (test_best,) = [r for r in read_metrics(uninterrupted) if r["split"] == "test_best"]
     assert result["test"]["accuracy"] == test_best["accuracy"] and result["checkpoint_step"] == test_best["best_step"]
+  proc = launch(f"--workdir={uninterrupted}", "--mode=export")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "params/Conv_0/kernel" in np.load(os.path.join(uninterrupted, "export", "params.npz"))
 
 
 def test_changed_config_is_refused_unless_fresh(uninterrupted, tmp_path):

@@ -85,3 +85,24 @@ class RowSequenceClassifier(nn.Module):
     y_BxTxH, _ = CELLS[self.cell](self.hidden_size, self.num_layers, self.dropout, self.unroll,
                                   dtype=self.dtype, impl=self.impl)(x_BxTxD, train=train)
     return nn.Dense(self.num_classes, dtype=self.dtype)(y_BxTxH[:, -1]).astype(jnp.float32)
+
+
+def torch_state_dict(model_config, params) -> dict | None:
+  """The weights of a `char_lm` or `row_sequence` model in the names of the same network in PyTorch, or None for
+  other models: `embed` = nn.Embedding, `rnn` = nn.LSTM / nn.RNN(nonlinearity="tanh") with batch_first=True,
+  `head` = nn.Linear. PyTorch orders the LSTM gates (i, f, g, o) as fnets does; fnets has one bias per gate,
+  PyTorch two, so bias_hh is zero."""
+  if model_config["name"] not in ("char_lm", "row_sequence"):
+    return None
+  rnn_name = {"lstm": "LSTM_0", "rnn": "RNN_0"}[model_config["cell"]]
+  out = {}
+  if "Embed_0" in params:
+    out["embed.weight"] = params["Embed_0"]["embedding"]
+  for k, layer in enumerate(params[rnn_name]["cells"]):
+    out[f"rnn.weight_ih_l{k}"] = layer["W"].T
+    out[f"rnn.weight_hh_l{k}"] = layer["U"].T
+    out[f"rnn.bias_ih_l{k}"] = layer["b"]
+    out[f"rnn.bias_hh_l{k}"] = jnp.zeros_like(layer["b"])
+  out["head.weight"] = params["Dense_0"]["kernel"].T
+  out["head.bias"] = params["Dense_0"]["bias"]
+  return out
