@@ -184,6 +184,10 @@ def test_notebook_runs_and_draws_its_figures(name, executed):
   printed = "".join(output.get("text", "") for cell in cells for output in cell.get("outputs", [])
                     if output.get("name") == "stdout")
   globals()[f"check_{name}"](report, printed)
+  if name == "quickstart":  # fnets' progress lines reach the notebook while it trains
+    logged = "".join(output.get("text", "") for cell in cells for output in cell.get("outputs", [])
+                     if output.get("name") == "stderr")
+    assert "[train] step 2/8" in logged and "[eval] step 4/8" in logged
 
 
 def test_every_notebook_is_tested_and_opens_in_colab():
