@@ -2,9 +2,10 @@
 
   TFDS_DATA_DIR=../shared/tfds python launch.py --experiment=cnn_cifar --workdir=/tmp/cnn_cifar
 
-Expected (2-core x86 CPU, jax 0.10.2, ../shared/tfds CIFAR-10, which is decoded from JPEG): 85.1% test accuracy
-(seed 0: 0.8507) in 52m56s of wall time, ~3.9 min an epoch (233 s median; the first includes compiling).
-The margin over 85% is thin: other seeds may land a few tenths either side.
+Expected (2-core x86 CPU, jax 0.10.2, ../shared/tfds CIFAR-10, which is decoded from JPEG; seed 0, 45,000 train /
+5,000 validation images): 84.82% test accuracy (final model, also the best checkpoint), 84.92% validation, 12
+epochs of 87 steps. Wall time: 84m51s on a machine shared with another run and test suites the whole time
+(median 119 examples/s); alone, the same network took ~53 minutes on all 50,000 images.
 """
 
 import ml_collections

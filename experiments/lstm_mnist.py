@@ -2,7 +2,9 @@
 
   TFDS_DATA_DIR=../shared/tfds python launch.py --experiment=lstm_mnist --workdir=/tmp/lstm_mnist
 
-Expected (2-core x86 CPU, jax 0.10.2): 99.03% test accuracy in 3m39s of wall time (10 epochs).
+Expected (2-core x86 CPU, jax 0.10.2; seed 0, 54,000 train / 6,000 validation images): 98.93% test accuracy (final
+model; the best checkpoint, epoch 8: 98.92%), 99.07% validation, in 4m36s of wall time (10 epochs, the machine
+shared with another run).
 """
 
 import ml_collections
