@@ -2,7 +2,9 @@
 
   TFDS_DATA_DIR=../shared/tfds python launch.py --experiment=cnn_mnist --workdir=/tmp/cnn_mnist
 
-Expected (2-core x86 CPU, jax 0.10.2): 99.53% test accuracy in 7m50s of wall time (4 epochs, ~95 s each).
+Expected (2-core x86 CPU, jax 0.10.2; seed 0, 54,000 train / 6,000 validation images): 99.49% test accuracy (final
+model, also the best checkpoint), 99.32% validation, 4 epochs. Wall time 19m36s on a machine shared with another
+run (and the test suite); alone ~8 minutes.
 """
 
 import ml_collections

@@ -2,7 +2,9 @@
 
   TFDS_DATA_DIR=../shared/tfds python launch.py --experiment=mlp_mnist --workdir=/tmp/mlp_mnist
 
-Expected (2-core x86 CPU, jax 0.10.2): 98.58% test accuracy in 2m09s of wall time.
+Expected (2-core x86 CPU, jax 0.10.2; seed 0, 54,000 train / 6,000 validation images): 98.55% test accuracy (final
+model, also the best checkpoint), 98.53% validation, 10 epochs. Wall time 4m34s on a machine shared with another
+run and the test suite; alone ~2 minutes.
 """
 
 import ml_collections
