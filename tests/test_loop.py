@@ -6,6 +6,7 @@ import signal
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from test_launch import read_metrics
