@@ -71,13 +71,8 @@ def num_params(params) -> int:
 
 def param_summary(params) -> dict:
   """{layer: {"params": count, "shapes": {name: shape}}} for each top-level module of the params."""
-  out = {}
-  for layer, tree in params.items():
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    out[layer] = {"params": num_params(tree),
-                  "shapes": {jax.tree_util.keystr(path, simple=True, separator="/"): list(np.shape(x))
-                             for path, x in leaves}}
-  return out
+  return {layer: {"params": num_params(tree), "shapes": {k: list(np.shape(x)) for k, x in runs.by_path(tree).items()}}
+          for layer, tree in params.items()}
 
 
 def profile_window(spec: str) -> tuple[int, int] | None:
