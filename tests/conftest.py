@@ -1,11 +1,20 @@
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 METADATA = os.path.join(ROOT, "tests", "tfds_metadata")
+
+# One cache dir for the whole suite (fnets' decoded datasets and JAX's compiled programs), made by the pytest
+# process before it starts its xdist workers, which inherit it, as do the launches they start: the many small
+# runs of the suite compile the same steps. Every compilation is cached, not only those of over a second.
+if "PYTEST_XDIST_WORKER" not in os.environ:
+  os.environ["FNETS_CACHE_DIR"] = _CACHE_DIR = tempfile.mkdtemp(prefix="fnets_test_cache_")
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 import fnets  # noqa: E402,F401  (XLA flags before JAX starts)
 
@@ -16,3 +25,8 @@ def mock_tfds():
   import tensorflow_datasets as tfds
   with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_FILES, data_dir=METADATA):
     yield
+
+
+def pytest_unconfigure(config):
+  if "PYTEST_XDIST_WORKER" not in os.environ and "_CACHE_DIR" in globals():
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)

@@ -128,3 +128,47 @@ def test_missing_dataset_without_tensorflow_names_data_extra_before_downloading(
   assert 'pip install "fnets[data]"' in message and 'pip install -e ".[data]"' in message
   assert "--config.data_dir=DIR or TFDS_DATA_DIR=DIR" in message
 
+
+
+class _Source:
+  """A stand-in TFDS data source that counts the examples it decodes."""
+
+  def __init__(self, n, data_dir, split="train"):
+    self.dataset_info = type("Info", (), {"name": "toy", "version": "1.0.0", "data_dir": str(data_dir)})()
+    self.split, self.n, self.decoded = split, n, 0
+
+  def __len__(self):
+    return self.n
+
+  def __getitem__(self, i):
+    self.decoded += 1
+    return {"image": np.full((4, 4, 1), i % 256, np.uint8), "label": i % 3}
+
+
+def test_decoded_splits_are_cached_for_the_next_start(tmp_path, monkeypatch):
+  monkeypatch.setattr("fnets.CACHE_DIR", str(tmp_path / "cache"))
+  first = _Source(10, tmp_path / "toy")
+  a = images._read_split(first)
+  assert first.decoded == 10 and len(list((tmp_path / "cache" / "decoded" / "toy" / "1.0.0").glob("*.npz"))) == 1
+  again = _Source(10, tmp_path / "toy")
+  b = images._read_split(again)
+  assert again.decoded == 0  # read from the cache
+  np.testing.assert_array_equal(a.images_NHWC, b.images_NHWC)
+  np.testing.assert_array_equal(a.labels_N, b.labels_N)
+  assert b.images_NHWC.dtype == np.uint8 and b.labels_N.dtype == np.int32
+  # Another split, another data dir, or a dataset prepared again with other examples: decoded, not read.
+  for source in (_Source(10, tmp_path / "toy", "test"), _Source(10, tmp_path / "other"), _Source(12, tmp_path / "toy")):
+    assert len(images._read_split(source).labels_N) == source.n and source.decoded == source.n
+
+
+def test_a_damaged_or_unwritable_cache_costs_only_the_decoding(tmp_path, monkeypatch):
+  monkeypatch.setattr("fnets.CACHE_DIR", str(tmp_path / "cache"))
+  images._read_split(_Source(10, tmp_path / "toy"))
+  (cached,) = (tmp_path / "cache").rglob("*.npz")
+  cached.write_bytes(b"not an npz")
+  source = _Source(10, tmp_path / "toy")
+  assert len(images._read_split(source).labels_N) == 10 and source.decoded == 10  # decoded again, cache rewritten
+  assert len(images._read_split(_Source(10, tmp_path / "toy")).labels_N) == 10
+  (tmp_path / "file").write_text("")
+  monkeypatch.setattr("fnets.CACHE_DIR", str(tmp_path / "file"))  # a file, not a dir: nothing can be written
+  assert len(images._read_split(_Source(10, tmp_path / "toy")).labels_N) == 10

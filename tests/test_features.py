@@ -157,3 +157,31 @@ def test_exported_lstm_loads_into_torch_and_gives_the_same_logits(exported_lm):
     y, _ = net["rnn"](net["embed"](torch.from_numpy(tokens)))
     logits = net["head"](y).numpy()
   np.testing.assert_allclose(logits, np.asarray(expected), atol=1e-5)
+
+
+_COMPILE = """
+import fnets, jax, jax.numpy as jnp
+events = []
+jax.monitoring.register_event_listener(lambda event, **kw: events.append(event.rsplit("/", 1)[-1]))
+jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.ones((64, 64))).block_until_ready()
+print(events.count("cache_hits"), events.count("cache_misses"))
+"""
+
+
+def test_compiled_steps_are_cached_between_processes(tmp_path):
+  """JAX's persistent compilation cache is on by default, in fnets' cache dir: a second process loads the
+  program the first compiled. A cache dir of the user's (JAX_COMPILATION_CACHE_DIR) wins."""
+  import subprocess
+  import sys
+  env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+  env.update(FNETS_CACHE_DIR=str(tmp_path / "fnets"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  def hits_and_misses(env):
+    out = subprocess.run([sys.executable, "-c", _COMPILE], env=env, capture_output=True, text=True, check=True)
+    return tuple(int(n) for n in out.stdout.split()[-2:])
+
+  hits, compiled = hits_and_misses(env)
+  assert hits == 0 and compiled > 0 and os.listdir(tmp_path / "fnets" / "jax")
+  assert hits_and_misses(env) == (compiled, 0)  # every program from the cache
+  mine = {**env, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "mine")}
+  assert hits_and_misses(mine) == (0, compiled) and os.listdir(tmp_path / "mine")
+  assert hits_and_misses({**env, "JAX_ENABLE_COMPILATION_CACHE": "false"}) == (0, 0)

@@ -69,7 +69,7 @@ def assigned_names(source: str) -> set[str]:
           for target in node.targets if isinstance(target, ast.Name)}
 
 
-async def run_notebook(name: str, tmp_path, jax_cache: str) -> tuple[list, dict]:
+async def run_notebook(name: str, tmp_path) -> tuple[list, dict]:
   """Executes notebooks/NAME.ipynb with the case's settings; returns (its cells, the final report)."""
   case = NOTEBOOK_CASES[name]
   nb = nbformat.read(os.path.join(NOTEBOOKS, f"{name}.ipynb"), as_version=4)
@@ -85,13 +85,11 @@ async def run_notebook(name: str, tmp_path, jax_cache: str) -> tuple[list, dict]
   nb.cells[index + 1:index + 1] = [nbformat.v4.new_code_cell(inject)]
   nb.cells.append(nbformat.v4.new_code_cell(report))
   # The kernel runs in the temporary directory (also its TMPDIR); the notebook is never written back. At these
-  # sizes compiling is most of the time: XLA compiles with most optimisations off, and the kernels share a
-  # compilation cache (its size limit turns on the cache's file lock, for kernels running at the same time).
+  # sizes compiling is most of the time: XLA compiles with most optimisations off, and the kernels share the
+  # suite's compilation cache (tests/conftest.py).
   client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
   await client.async_execute(env={
-      **os.environ, "TMPDIR": str(tmp_path), "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
-      "JAX_COMPILATION_CACHE_DIR": jax_cache, "JAX_COMPILATION_CACHE_MAX_SIZE": str(2**30),
-      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
+      **os.environ, "TMPDIR": str(tmp_path), "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"})
   (line,) = [line for line in "".join(o.get("text", "") for o in nb.cells[-1].outputs).splitlines()
              if line.startswith("REPORT ")]
   return nb.cells, json.loads(line[len("REPORT "):])
@@ -103,12 +101,11 @@ def executed(request, tmp_path_factory) -> dict:
   (each kernel is mostly single-threaded: compiling)."""
   names = [item.callspec.params["name"] for item in request.session.items
            if getattr(item, "originalname", None) == "test_notebook_runs_and_draws_its_figures"]
-  jax_cache = str(tmp_path_factory.mktemp("jax_cache"))
   slots = asyncio.Semaphore(max(1, min(2, os.cpu_count() or 1)))
 
   async def run(name):
     async with slots:
-      return await run_notebook(name, tmp_path_factory.mktemp(name), jax_cache)
+      return await run_notebook(name, tmp_path_factory.mktemp(name))
 
   async def run_all():
     return await asyncio.gather(*map(run, names), return_exceptions=True)
