@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from fnets import parallel, runs
-from fnets.run_log import RunLog, TrainWindow, console
+from fnets.run_log import RunLog, TrainWindow, console, metrics_line
 
 # config.task → the module whose setup(config) builds the Task.
 TASKS = {"classify": "fnets.train", "char_lm": "fnets.train_lm"}
@@ -175,7 +175,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     runs.write_json(os.path.join(workdir, "eval.json"), out)
   for split in ("validation", "test"):
     if split in out:
-      console.info("[%s] checkpoint step %d: %s", split, step, _line(out[split]))
+      console.info("[%s] checkpoint step %d: %s", split, step, metrics_line(out[split]))
   return out
 
 
@@ -201,9 +201,3 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
       np.savez(paths["torch"], **{k: np.asarray(v) for k, v in torch_names.items()})
   console.info("exported the weights of checkpoint %d: %s", step, ", ".join(paths.values()))
   return paths
-
-
-def _line(metrics: dict) -> str:
-  return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
-                   if not isinstance(v, list))
-

@@ -58,7 +58,7 @@ class RunLog:
       if name not in ("step", "split") and isinstance(value, (int, float)):
         self._tb.add_scalar(f"{split}/{name}", value, step)
     self._tb.flush()
-    text = "  ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k not in ("step", "split"))
+    text = metrics_line({k: v for k, v in record.items() if k not in ("step", "split")})
     eta = ""
     if split == "train" and self._start_step < step < self._total_steps:
       per_step = (time.time() - self._start) / (step - self._start_step)
@@ -131,8 +131,10 @@ def _scalar(v):
   return v.item() if v.ndim == 0 else v.tolist()
 
 
-def _fmt(v) -> str:
-  return f"{v:.4g}" if isinstance(v, float) else str(v)
+def metrics_line(metrics: dict) -> str:
+  """`loss 0.1234  accuracy 0.9876 ...` for the console; lists (e.g. each ensemble member's) are left out."""
+  return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+                   if not isinstance(v, list))
 
 
 def _duration(seconds: float) -> str:

@@ -29,11 +29,27 @@ def read_metrics(workdir):
     return [json.loads(line) for line in f]
 
 
-@pytest.mark.parametrize("experiment", ["cnn_cifar", "cnn_mnist", "mlp_mnist", "lstm_mnist"])
-def test_experiment_end_to_end(experiment, tmp_path):
-  workdir = str(tmp_path / experiment)
-  proc = launch(f"--experiment={experiment}", f"--workdir={workdir}", *SMOKE)
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  """cnn_mnist's smoke run: checked as an experiment end to end, then the run the other tests compare with or try
+  to disturb. Its console output is in ../stderr.txt."""
+  workdir = tmp_path_factory.mktemp("finished") / "run"
+  proc = launch("--experiment=cnn_mnist", f"--workdir={workdir}", *SMOKE)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  (workdir.parent / "stderr.txt").write_text(proc.stderr)
+  return workdir
+
+
+@pytest.mark.parametrize("experiment", ["cnn_cifar", "cnn_mnist", "mlp_mnist", "lstm_mnist"])
+def test_experiment_end_to_end(experiment, tmp_path, request):
+  if experiment == "cnn_mnist":
+    workdir = request.getfixturevalue("finished_run")
+    stderr = (workdir.parent / "stderr.txt").read_text()
+  else:
+    workdir = str(tmp_path / experiment)
+    proc = launch(f"--experiment={experiment}", f"--workdir={workdir}", *SMOKE)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stderr = proc.stderr
   records = read_metrics(workdir)
   train = [r for r in records if r["split"] == "train"]
   assert [r["step"] for r in train] == [1, 2, 3]
@@ -46,10 +62,11 @@ def test_experiment_end_to_end(experiment, tmp_path):
   config = json.load(open(os.path.join(workdir, "config.json")))
   assert config["max_steps"] == 3 and config["batch_size"] == 16
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(workdir, "tensorboard")))
-  assert "[train] step 3/3" in proc.stderr  # console progress
+  assert "[train] step 3/3" in stderr  # console progress
 
 
-@pytest.mark.parametrize("experiment", ["lstm_shakespeare", "lstm_shakespeare:rnn"])
+# (lstm_shakespeare itself runs through launch.py in test_parallel.py, on 1 and 8 devices and in bfloat16.)
+@pytest.mark.parametrize("experiment", ["lstm_shakespeare:rnn"])
 def test_language_model_end_to_end(experiment, tmp_path):
   workdir = str(tmp_path / experiment.replace(":", "-"))
   proc = launch(f"--experiment={experiment}", f"--workdir={workdir}", "--config.max_steps=4", "--config.batch_size=4",
@@ -81,24 +98,20 @@ def test_list_describes_every_experiment_and_variant():
   assert all(len(doc) > 10 for doc in lines.values())
 
 
-def test_config_file_and_experiment_name_give_the_same_run(tmp_path):
-  """--config=PATH is the Flax convention; --experiment=NAME its short form; a config file outside the repository
-  runs too (here: one that imports an experiment and changes it)."""
+def test_config_file_and_experiment_name_give_the_same_run(finished_run, tmp_path):
+  """--config=PATH is the Flax convention; --experiment=NAME (finished_run) its short form; a config file outside
+  the repository runs too (here: one that imports an experiment and sets in the file what the others set by flags)."""
   outside = tmp_path / "elsewhere" / "my_mnist.py"
   outside.parent.mkdir()
   outside.write_text("from experiments import cnn_mnist\n\ndef get_config():\n  c = cnn_mnist.get_config()\n"
-                     "  c.model.conv_features = (4,)\n  c.model.pool_after = (0,)\n  return c\n")
-  common = ["--config.max_steps=2", "--config.batch_size=16", "--config.eval_batch_size=32",
-            "--config.model.conv_features=(4,)",
-            "--config.model.pool_after=(0,)"]
-  runs = {"by_name": ["--experiment=cnn_mnist", *common],
-          "by_path": [f"--config={os.path.join(ROOT, 'experiments', 'cnn_mnist.py')}", *common],
-          "outside": [f"--config={outside}", *common[:-2]]}
+                     "  c.batch_size, c.eval_batch_size, c.max_steps, c.log_every_steps = 16, 24, 3, 1\n  return c\n")
+  runs = {"by_path": [f"--config={os.path.join(ROOT, 'experiments', 'cnn_mnist.py')}", *SMOKE],
+          "outside": [f"--config={outside}"]}
   for name, args in runs.items():
     proc = launch(*args, f"--workdir={tmp_path / name}")
     assert proc.returncode == 0, proc.stderr[-3000:]
   strip = lambda r: {k: v for k, v in r.items() if k != "examples_per_sec"}
-  by_name = [strip(r) for r in read_metrics(tmp_path / "by_name")]
+  by_name = [strip(r) for r in read_metrics(finished_run)]
   assert by_name == [strip(r) for r in read_metrics(tmp_path / "by_path")]
   assert by_name == [strip(r) for r in read_metrics(tmp_path / "outside")]
 
@@ -112,14 +125,6 @@ def test_a_30_step_run_prints_a_readable_console(tmp_path):
   assert len(lines) <= 25, "\n".join(lines)
   assert not [line for line in lines if "orbax" in line.lower() or line.startswith("I1") or line.startswith("I0")]
   assert "[train] step 30/30" in proc.stderr and "[test] step 30/30" in proc.stderr
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("finished") / "run"
-  proc = launch("--experiment=cnn_mnist", f"--workdir={workdir}", *SMOKE)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return workdir
 
 
 def snapshot(workdir):
@@ -199,7 +204,7 @@ def test_missing_data_offline_fails_fast_with_instructions(tmp_path):
                 offline=True)
   elapsed = time.time() - start
   assert proc.returncode != 0
-  assert elapsed < 15, elapsed
+  assert elapsed < 60, elapsed  # (TFDS alone retries the download for minutes; 60 s leaves room for a loaded machine)
   assert "cifar10 3.0.2 is not prepared in" in proc.stderr and "no network" in proc.stderr
   assert "--config.data_dir=DIR or TFDS_DATA_DIR=DIR" in proc.stderr
   assert "Traceback" not in proc.stderr

@@ -84,12 +84,11 @@ async def run_notebook(name: str, tmp_path) -> tuple[list, dict]:
   report = f"import json\nprint('REPORT ' + json.dumps({case['report']}))"
   nb.cells[index + 1:index + 1] = [nbformat.v4.new_code_cell(inject)]
   nb.cells.append(nbformat.v4.new_code_cell(report))
-  # The kernel runs in the temporary directory (also its TMPDIR); the notebook is never written back. At these
-  # sizes compiling is most of the time: XLA compiles with most optimisations off, and the kernels share the
-  # suite's compilation cache (tests/conftest.py).
+  # The kernel runs in the temporary directory (also its TMPDIR); the notebook is never written back. Like every
+  # launch of the suite, it compiles with most of XLA's optimisations off, into the suite's cache (conftest.py).
   client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
   await client.async_execute(env={
-      **os.environ, "TMPDIR": str(tmp_path), "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"})
+      **os.environ, "TMPDIR": str(tmp_path)})
   (line,) = [line for line in "".join(o.get("text", "") for o in nb.cells[-1].outputs).splitlines()
              if line.startswith("REPORT ")]
   return nb.cells, json.loads(line[len("REPORT "):])

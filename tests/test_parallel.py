@@ -165,27 +165,11 @@ def launch_pair(args, workdir, tmp_path, expect=0):
     assert proc.wait(timeout=600) == expect, (tmp_path / f"p{i}.log").read_text()[-3000:]
 
 
-def test_two_processes_through_jax_distributed(runs, tmp_path):
-  """2 processes × 2 CPU devices on localhost (gloo collectives): same losses as the 1-device run; only
-  process 0 writes logs; both save the checkpoints, and both restore them for --mode=eval."""
-  workdir = tmp_path / "two"
-
-  launch_pair(CNN, workdir, tmp_path)
-  assert_same_run(runs["cnn_1"], workdir)
-  record = json.load(open(workdir / "run.json"))
-  assert len(record) == 1 and record[0]["processes"] == 2 and len(record[0]["devices"]) == 4
-  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]  # (every 2 steps = each mock epoch)
-
-  launch_pair([*CNN, "--mode=eval"], workdir, tmp_path)
-  evaluated = json.load(open(workdir / "eval.json"))
-  best = next(r for r in records(workdir, "eval") if r["step"] == evaluated["checkpoint_step"])
-  assert evaluated["validation"]["accuracy"] == best["accuracy"]
-  np.testing.assert_allclose(evaluated["validation"]["loss"], best["loss"], rtol=1e-6)
-
-
-def test_a_stop_signal_to_one_process_stops_both_at_the_same_step(runs, tmp_path):
-  """Only process 1 gets SIGTERM: both processes agree on the step, save that checkpoint together and exit 143;
-  the same command resumes them to the run that was never stopped (the 1-device run, up to float32 rounding)."""
+def test_two_processes_stop_together_resume_and_evaluate(runs, tmp_path):
+  """2 processes × 2 CPU devices on localhost (jax.distributed, gloo collectives). Only process 1 gets SIGTERM:
+  both agree on the step, save that checkpoint together and exit 143; the same command resumes them, and the pair
+  follows the 1-device run (train losses and test loss up to float32 rounding). Only process 0 writes the logs;
+  both restore the checkpoint for --mode=eval."""
   import signal
   import time
   workdir = tmp_path / "stopped"
@@ -204,11 +188,18 @@ def test_a_stop_signal_to_one_process_stops_both_at_the_same_step(runs, tmp_path
   step = stopped_at[0]
   assert stopped_at[1] == step < 80 and (workdir / "checkpoints" / str(step)).is_dir()
   launch_pair(LONG_CNN, workdir, tmp_path)
+  record = json.load(open(workdir / "run.json"))
+  assert len(record) == 2 and all(r["processes"] == 2 and len(r["devices"]) == 4 for r in record)
   reference = records(runs["long_cnn_1"], "train")
   resumed = records(workdir, "train")
   assert [r["step"] for r in resumed] == [r["step"] for r in reference] == list(range(10, 81, 10))
   # (The first record after the resume averages only the steps since the checkpoint.)
   same = [i for i, r in enumerate(reference) if not step < r["step"] < step + 10]
   np.testing.assert_allclose([resumed[i]["loss"] for i in same], [reference[i]["loss"] for i in same], rtol=1e-4)
-  np.testing.assert_allclose(records(workdir, "test")[0]["loss"], records(runs["long_cnn_1"], "test")[0]["loss"],
-                             rtol=1e-4)
+  (test,) = records(workdir, "test")
+  np.testing.assert_allclose(test["loss"], records(runs["long_cnn_1"], "test")[0]["loss"], rtol=1e-4)
+
+  launch_pair([*LONG_CNN, "--mode=eval"], workdir, tmp_path)  # the latest checkpoint: no validation split here
+  evaluated = json.load(open(workdir / "eval.json"))
+  assert evaluated["checkpoint_step"] == 80 and evaluated["test"]["accuracy"] == test["accuracy"]
+  np.testing.assert_allclose(evaluated["test"]["loss"], test["loss"], rtol=1e-6)

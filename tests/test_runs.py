@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,7 +124,7 @@ def test_eval_mode_restores_the_best_checkpoint(uninterrupted):
 
 def test_changed_config_is_refused_unless_fresh(uninterrupted, tmp_path):
   workdir = str(tmp_path / "run")
-  assert launch(*TINY, f"--workdir={workdir}", "--config.max_steps=3").returncode == 0
+  shutil.copytree(uninterrupted, workdir)
   before = open(os.path.join(workdir, "metrics.jsonl")).read()
   proc = launch(*TINY, f"--workdir={workdir}", "--config.max_steps=3", "--config.learning_rate=0.2")
   assert proc.returncode != 0
@@ -152,17 +153,18 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 
 def test_corrupted_checkpoint_is_a_clear_error_and_left_alone(uninterrupted, tmp_path):
   workdir = str(tmp_path / "corrupt")
-  assert launch(*TINY, f"--workdir={workdir}", "--config.max_steps=20").returncode == 0
-  data_dir = os.path.join(workdir, "checkpoints", "20", "default", "ocdbt.process_0", "d")
+  shutil.copytree(uninterrupted, workdir)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", str(TOTAL_STEPS)))  # the latest is now step 90, unfinished
+  data_dir = os.path.join(workdir, "checkpoints", "90", "default", "ocdbt.process_0", "d")
   for name in os.listdir(data_dir):
     with open(os.path.join(data_dir, name), "r+b") as f:
       f.write(b"garbage" * 10)
   digest = lambda: sorted(hashlib.md5(open(os.path.join(r, n), "rb").read()).hexdigest()
                           for r, _, files in os.walk(os.path.join(workdir, "checkpoints")) for n in files)
   before = digest()
-  proc = launch(*TINY, f"--workdir={workdir}", "--config.max_steps=20")
+  proc = launch(*TINY, f"--workdir={workdir}")
   assert proc.returncode != 0
-  assert "checkpoints/20 cannot be restored" in proc.stderr and "It was left as it is" in proc.stderr
+  assert "checkpoints/90 cannot be restored" in proc.stderr and "It was left as it is" in proc.stderr
   assert digest() == before
 
 

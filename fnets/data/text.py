@@ -1,7 +1,6 @@
 """Character-level text: a TFDS text dataset (tiny_shakespeare) as integer ids, sampled in random windows."""
 
 import dataclasses
-import json
 
 import numpy as np
 
@@ -25,15 +24,6 @@ class Vocab:
 
   def decode(self, ids) -> str:
     return "".join(self.chars[i] for i in np.asarray(ids).reshape(-1))
-
-  def save(self, path: str):
-    with open(path, "w") as f:
-      json.dump({"chars": self.chars}, f)
-
-  @classmethod
-  def load(cls, path: str) -> "Vocab":
-    with open(path) as f:
-      return cls(json.load(f)["chars"])
 
 
 def load_text(name: str, data_dir: str | None, splits=("train", "validation", "test")) -> dict[str, str]:
