@@ -7,6 +7,7 @@ import pytest
 
 from experiments import cnn_cifar, cnn_mnist, mlp_mnist
 from fnets import models
+from fnets.models import cnn
 
 
 def param_count(tree):
@@ -29,6 +30,49 @@ def test_cnn_cifar_shapes_and_params():
   assert param_count(variables["params"]) == expected == 502_338
   logits = model.apply(variables, jnp.zeros((5, 32, 32, 3)), train=False)
   assert logits.shape == (5, 10) and logits.dtype == jnp.float32
+
+
+def test_cnn_airbench_options():
+  # Whitening 2x2 (24 filters) → blocks conv→pool→BN→act, conv→BN→act → global max pool → scaled, bias-free logits.
+  kw = dict(conv_features=(8, 8, 16), pool_after=(0, 2), pool_before_norm=True, whiten_kernel=2, global_pool="max",
+            norm_scale=False, dirac_init=True, logit_bias=False, activation="gelu", num_classes=3)
+  model = models.CNN(**kw)
+  variables = init(model, (2, 16, 16, 3))
+  params = variables["params"]
+  assert params["Whiten"]["kernel"].shape == (2, 2, 3, 24) and not np.any(params["Whiten"]["kernel"])
+  assert set(params["BatchNorm_0"]) == {"bias"} and set(params["Dense_0"]) == {"kernel"}
+  assert params["Dense_0"]["kernel"].shape == (16, 3)  # global pool: one value per channel
+  # Dirac: the first min(C_in, C_out) filters are the identity, the others random.
+  k = np.asarray(params["Conv_1"]["kernel"])
+  np.testing.assert_array_equal(k[1, 1], np.eye(8)) and np.testing.assert_array_equal(k[0], 0)
+  assert np.any(np.asarray(params["Conv_2"]["kernel"])[..., 8:])
+  x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+  whiten = {**params["Whiten"], "kernel": cnn.patch_whitening(np.asarray(x), 2)}  # (set by train.setup)
+  variables = {**variables, "params": {**params, "Whiten": whiten}}
+  logits = model.apply(variables, x, train=False)
+  assert np.all(np.isfinite(logits)) and np.std(logits) > 0
+  np.testing.assert_allclose(models.CNN(**kw, logit_scale=1 / 9).apply(variables, x, train=False), logits / 9,
+                             rtol=1e-6)
+  # 16 -2 VALID-> 15 -conv, pool-> 7 -> 7 -conv, pool-> 3 -global max-> 1: pooling before BN changes the result.
+  after = models.CNN(**{**kw, "pool_before_norm": False})
+  assert not np.allclose(after.apply(variables, x, train=False), logits)
+
+
+def test_patch_whitening_decorrelates_patches():
+  rng = np.random.default_rng(0)
+  # Correlated channels and neighbouring pixels: a smoothed random image with mixed channels.
+  x = rng.normal(size=(64, 12, 12, 3))
+  x = (x + np.roll(x, 1, axis=1) + np.roll(x, 1, axis=2)) @ np.array([[1, .5, 0], [0, 1, .5], [.2, 0, 1]])
+  kernel = cnn.patch_whitening(x, 2, eps=1e-8)
+  assert kernel.shape == (2, 2, 3, 24)
+  np.testing.assert_allclose(kernel[..., 12:], -kernel[..., :12])
+  out = jax.lax.conv_general_dilated(jnp.asarray(x, jnp.float32), kernel, (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  z = np.asarray(out[..., :12]).reshape(-1, 12).astype(np.float64)
+  np.testing.assert_allclose(z.T @ z / len(z), np.eye(12), atol=1e-3)  # the patches' covariance is the identity
+  # Largest eigenvalue first: the first filter has the smallest norm (divided by the largest √λ).
+  norms = np.linalg.norm(kernel[..., :12].reshape(12, 12), axis=0)
+  assert np.all(np.diff(norms) >= -1e-6)
 
 
 def test_cnn_mnist_and_mlp_mnist_params():
@@ -70,6 +114,7 @@ def test_pool_kinds_differ():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(activation="swish"), "unknown activation 'swish'"),
     (dict(pool="median"), "pool must be 'max' or 'avg'"),
+    (dict(global_pool="mean"), "global_pool must be 'none', 'max' or 'avg'"),
     (dict(kernel_size=(3, 3, 3)), "kernel_size has 3 entries for 2 conv layers"),
 ])
 def test_cnn_bad_config(kwargs, message):
