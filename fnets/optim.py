@@ -105,9 +105,11 @@ def lookahead(inner: optax.GradientTransformation, *, every: int, start_step: in
   """airbench's lookahead-EMA: the inner optimizer's weights ("fast") take their steps; from `start_step` on, at
   every `every`-th step and at the end of every epoch the average becomes
   slow ← ρ·slow + (1 − ρ)·fast, with ρ = decay^every · (step / total_steps)^power (little averaging early, more
-  towards the end), and the weights are set to it. Before `start_step`, slow follows fast. The weights after a
-  sync (the end of each epoch, so the end of training) are the average: that is what is evaluated and saved.
-  Unlike optax.lookahead, the parameters keep their structure (no fast/slow pair): the average is optimizer state."""
+  towards the end), and the weights are set to it. Before `start_step` (and at the first step), slow follows
+  fast. The weights after a sync (the end of each epoch, so the end of training) are the average: that is what
+  is evaluated and saved. Unlike optax.lookahead, the parameters keep their structure (no fast/slow pair): the
+  average is optimizer state. (airbench also averages BN's running statistics; here they stay those of the fast
+  weights, which their short memory keeps close.)"""
 
   def init(params):
     return LookaheadState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.asarray, params), inner.init(params))
@@ -116,7 +118,9 @@ def lookahead(inner: optax.GradientTransformation, *, every: int, start_step: in
     updates, inner_state = inner.update(grads, state.inner, params)
     fast = optax.apply_updates(params, updates)
     t = state.count + 1
-    started = t >= start_step
+    # (Also from its first step on slow follows fast: a run that starts from other weights, init_from, starts its
+    # average there, not at the weights the state was made with.)
+    started = (t >= start_step) & (t > 1)
     sync = started & ((t % every == 0) | (t % steps_per_epoch == 0))
     rho = jnp.where(started, decay ** every * (t / total_steps) ** power, 0.0)
     slow = jax.tree.map(lambda s, f: jnp.where(sync, rho * s + (1 - rho) * f, jnp.where(started, s, f)),

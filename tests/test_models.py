@@ -25,9 +25,10 @@ def conv_bn(c_in, c_out, k=3):
 def test_cnn_cifar_shapes_and_params():
   model = models.create(cnn_cifar.get_config().model, num_classes=10)
   variables = init(model, (2, 32, 32, 3))
-  widths = (3, 24, 32, 32, 128, 128, 128, 128)
-  expected = sum(conv_bn(a, b) for a, b in zip(widths, widths[1:])) + (2 * 2 * 128) * 10 + 10
-  assert param_count(variables["params"]) == expected == 502_338
+  widths = (24, 64, 64, 256, 256, 256, 256)  # after the 2x2 whitening conv's 24 filters (with bias)
+  convs = sum(3 * 3 * a * b + b for a, b in zip(widths, widths[1:]))  # BN without scale: its shift only
+  expected = (2 * 2 * 3 * 24 + 24) + convs + 256 * 10  # global pool, logits without bias
+  assert param_count(variables["params"]) == expected == 1_971_640
   logits = model.apply(variables, jnp.zeros((5, 32, 32, 3)), train=False)
   assert logits.shape == (5, 10) and logits.dtype == jnp.float32
 
