@@ -112,7 +112,8 @@ def lookahead(inner: optax.GradientTransformation, *, every: int, start_step: in
   weights, which their short memory keeps close.)"""
 
   def init(params):
-    return LookaheadState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.asarray, params), inner.init(params))
+    slow = jax.tree.map(lambda p: jnp.array(p, copy=True), params)  # (its own buffers: params may be donated)
+    return LookaheadState(jnp.zeros((), jnp.int32), slow, inner.init(params))
 
   def update(grads, state, params):
     updates, inner_state = inner.update(grads, state.inner, params)
