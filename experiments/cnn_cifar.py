@@ -13,8 +13,9 @@ examples of summed loss → 0.75 for the mean over 512 examples; decay 0.0153 / 
 split: the recipe selects nothing, and the reported figure is the final model's test accuracy.
 
 Cost (benchmarks/cnn_cifar_recipe.py, XLA's count): 612 MFLOP per training image (the previous network: 217),
-1,222 per test image with the 6 TTA views; 8 epochs = 0.245 PFLOP. At the ~90 GFLOP/s this step reaches on a
-quiet 2-core host that is ~5.7 minutes an epoch, ~46 minutes of training and ~2.5 of final evaluation.
+1,222 per test image with the 6 TTA views; 8 epochs = 0.245 PFLOP. Its step ran at 1.2× the previous network's
+GFLOP/s (busy host, batch 512); if that holds on a quiet host (previous: ~73 GFLOP/s), an epoch takes ~5.7
+minutes: ~46 minutes of training and ~2.5 of final evaluation (an estimate, not yet a measured run).
 
 Expected: not yet measured for this recipe (the previous 7-layer network reached 84.82%).
 """
