@@ -1,5 +1,7 @@
 """Model output shapes and parameter counts for known configs, and config errors."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,8 +40,9 @@ def test_cnn_airbench_options():
   kw = dict(conv_features=(8, 8, 16), pool_after=(0, 2), pool_before_norm=True, whiten_kernel=2, global_pool="max",
             norm_scale=False, dirac_init=True, logit_bias=False, activation="gelu", num_classes=3)
   model = models.CNN(**kw)
-  variables = init(model, (2, 16, 16, 3))
+  variables = jax.jit(lambda key: model.init(key, jnp.zeros((2, 16, 16, 3)), train=False))(jax.random.key(0))
   params = variables["params"]
+  apply = lambda model, variables, x: jax.jit(functools.partial(model.apply, train=False))(variables, x)
   assert params["Whiten"]["kernel"].shape == (2, 2, 3, 24) and not np.any(params["Whiten"]["kernel"])
   assert set(params["BatchNorm_0"]) == {"bias"} and set(params["Dense_0"]) == {"kernel"}
   assert params["Dense_0"]["kernel"].shape == (16, 3)  # global pool: one value per channel
@@ -50,13 +53,11 @@ def test_cnn_airbench_options():
   x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
   whiten = {**params["Whiten"], "kernel": cnn.patch_whitening(np.asarray(x), 2)}  # (set by train.setup)
   variables = {**variables, "params": {**params, "Whiten": whiten}}
-  logits = model.apply(variables, x, train=False)
+  logits = apply(model, variables, x)
   assert np.all(np.isfinite(logits)) and np.std(logits) > 0
-  np.testing.assert_allclose(models.CNN(**kw, logit_scale=1 / 9).apply(variables, x, train=False), logits / 9,
-                             rtol=1e-6)
+  np.testing.assert_allclose(apply(models.CNN(**kw, logit_scale=1 / 9), variables, x), logits / 9, rtol=1e-6)
   # 16 -2 VALID-> 15 -conv, pool-> 7 -> 7 -conv, pool-> 3 -global max-> 1: pooling before BN changes the result.
-  after = models.CNN(**{**kw, "pool_before_norm": False})
-  assert not np.allclose(after.apply(variables, x, train=False), logits)
+  assert not np.allclose(apply(models.CNN(**{**kw, "pool_before_norm": False}), variables, x), logits)
 
 
 def test_patch_whitening_decorrelates_patches():
