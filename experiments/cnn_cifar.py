@@ -1,11 +1,23 @@
-"""CNN on CIFAR-10: 7 conv layers with batch norm, crop+flip augmentation, one-cycle SGD, 12 epochs.
+"""CNN on CIFAR-10, airbench94's recipe (arXiv 2404.00498) from fnets' config-built CNN, on all 50,000 images.
 
   TFDS_DATA_DIR=../shared/tfds python launch.py --experiment=cnn_cifar --workdir=/tmp/cnn_cifar
 
-Expected (2-core x86 CPU, jax 0.10.2, ../shared/tfds CIFAR-10, which is decoded from JPEG; seed 0, 45,000 train /
-5,000 validation images): 84.82% test accuracy (final model, also the best checkpoint), 84.92% validation, 12
-epochs of 87 steps. Wall time: 84m51s on a machine shared with another run and test suites the whole time
-(median 119 examples/s); alone, the same network took ~53 minutes on all 50,000 images.
+The network (1.97M parameters): a frozen 2×2 patch-whitening conv (24 filters, set from the training images) →
+GELU → three blocks of conv→max-pool→BN→GELU, conv→BN→GELU, widths 64/256/256, BN without scale (momentum
+0.6), Dirac-initialised convs → global max pool → bias-free linear layer, logits × 1/9. Training: Nesterov SGD
+(momentum 0.85), one-cycle from 0.2× to the peak at 23% of training, then to 0.07×; biases and BN shifts at 64× the
+rate, weight decay on all parameters; label smoothing 0.2; alternating flip and ±2-pixel translation; the
+whitening bias frozen after 3 epochs; lookahead-EMA every 5 steps from epoch 3; flip+translate test-time
+augmentation. airbench's batch is 1,024; here 512, with its rate and decay in per-example terms (lr 11.5 per 1,024
+examples of summed loss → 0.75 for the mean over 512 examples; decay 0.0153 / 11.5 of the rate). No held-out
+split: the recipe selects nothing, and the reported figure is the final model's test accuracy.
+
+Cost (benchmarks/cnn_cifar_recipe.py, XLA's count): 612 MFLOP per training image (the previous network: 217),
+1,222 per test image with the 6 TTA views; 8 epochs = 0.245 PFLOP. Its step ran at 1.2× the previous network's
+GFLOP/s (busy host, batch 512); if that holds on a quiet host (previous: ~73 GFLOP/s), an epoch takes ~5.7
+minutes: ~46 minutes of training and ~2.5 of final evaluation (an estimate, not yet a measured run).
+
+Expected: not yet measured for this recipe (the previous 7-layer network reached 84.82%).
 """
 
 import ml_collections
@@ -16,14 +28,34 @@ from experiments import common
 def get_config() -> ml_collections.ConfigDict:
   c = common.image_classification()
   c.dataset = "cifar10"
+  c.validation_percent = 0
   c.batch_size = 512
-  c.num_epochs = 12
+  c.num_epochs = 8  # airbench94: 9.9; 8 fit the hour on 2 CPU cores (see below)
   c.log_every_steps = 20
   c.augment = True
-  c.learning_rate = 0.4
-  c.warmup_epochs = 2.4
+  c.crop_padding = 2
+  c.flip = True
+  c.alternating_flip = True
+  c.tta = "flip_translate"
+  c.learning_rate = 11.5 * c.batch_size / (1024 * (1 + 1 / (1 - 0.85)))  # airbench's, per example: 0.75
+  c.momentum = 0.85
+  c.nesterov = True
+  c.weight_decay = 0.0153 / 11.5  # airbench's decay, decoupled from the rate
+  c.decay_biases = True
+  c.bias_lr_scale = 64.0
+  c.schedule = "onecycle"
+  c.warmup_epochs = 0.23 * c.num_epochs
+  c.lr_start_fraction = 0.2
+  c.lr_end_fraction = 0.07
   c.label_smoothing = 0.2
+  c.whiten_bias_epochs = 3.0
+  c.lookahead_every = 5
+  c.lookahead_start_epochs = 3.0
+  c.lookahead_decay = 0.95
+  c.lookahead_decay_power = 3.0
   c.model = ml_collections.ConfigDict(dict(
-      name="cnn", conv_features=(24, 32, 32, 128, 128, 128, 128), kernel_size=3, strides=1, padding="SAME",
-      pool_after=(1, 3, 5, 6), pool="max", activation="relu", batch_norm=True, dense_features=(), dropout=0.0))
+      name="cnn", whiten_kernel=2, conv_features=(64, 64, 256, 256, 256, 256), kernel_size=3, strides=1,
+      padding="SAME", pool_after=(0, 2, 4), pool="max", pool_before_norm=True, global_pool="max",
+      activation="gelu", batch_norm=True, norm_scale=False, bn_momentum=0.6, dirac_init=True, dense_features=(),
+      dropout=0.0, logit_scale=1 / 9, logit_bias=False))
   return c

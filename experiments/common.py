@@ -26,8 +26,10 @@ def image_classification() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   # Augmentation (random crop from a reflect-padded image, horizontal flip), inside the jitted step.
   c.augment = False
-  c.crop_padding = 4
+  c.crop_padding = 4  # translation by up to ±crop_padding pixels
   c.flip = True
+  c.alternating_flip = False  # flip example i in epoch e iff coin(seed, i) xor (e odd) (airbench), not at random
+  c.tta = "none"  # test-time augmentation of evaluation: none | flip | flip_translate (fnets/data/images.py)
   # Optimizer.
   c.optimizer = "sgd"  # sgd | adam | adamw
   c.learning_rate = 0.1
@@ -36,6 +38,17 @@ def image_classification() -> ml_collections.ConfigDict:
   c.weight_decay = 5e-4
   c.schedule = "onecycle"  # constant | cosine | warmup_cosine | onecycle
   c.warmup_epochs = 1.0
+  c.lr_start_fraction = 0.1  # warmup starts at this fraction of the peak rate
+  c.lr_end_fraction = 0.0  # decaying schedules end at this fraction of it
   c.grad_clip_norm = 0.0  # 0: no clipping
+  c.bias_lr_scale = 1.0  # learning-rate multiplier of biases and BN parameters (their weight decay stays)
+  c.decay_biases = False  # weight decay on them too (else kernels only)
+  c.whiten_bias_epochs = 0.0  # > 0: a patch-whitening layer's bias (model.whiten_kernel) is frozen after these
+  # Lookahead-EMA (fnets/optim.py): every lookahead_every steps from lookahead_start_epochs on (0: off), the
+  # weights are pulled back to their running average, ρ = lookahead_decay^every · (step / steps)^power.
+  c.lookahead_every = 0
+  c.lookahead_start_epochs = 0.0
+  c.lookahead_decay = 0.95
+  c.lookahead_decay_power = 3.0
   c.label_smoothing = 0.0
   return c

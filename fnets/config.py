@@ -173,17 +173,23 @@ _POSITIVE_INT = ("batch_size", "eval_batch_size", "num_epochs", "num_steps", "se
                  "eval_every_steps", "eval_streams", "keep_checkpoints", "ensemble_size", "sample_length",
                  "model.hidden_size", "model.num_layers", "model.embed_dim", "model.kernel_size", "model.strides",
                  "model.pool_window", "model.unroll")
+_NON_NEGATIVE_INT = ("lookahead_every", "model.whiten_kernel")
 _NON_NEGATIVE = ("max_steps", "checkpoint_every_steps", "crop_padding", "weight_decay", "grad_clip_norm",
-                 "warmup_epochs")
-_POSITIVE = ("learning_rate", "sample_temperature")
-_FRACTION = ("momentum", "label_smoothing", "model.dropout")  # in [0, 1)
+                 "warmup_epochs", "whiten_bias_epochs", "lookahead_start_epochs", "lookahead_decay_power")
+_POSITIVE = ("learning_rate", "sample_temperature", "bias_lr_scale", "model.logit_scale")
+_FRACTION = ("momentum", "label_smoothing", "model.dropout", "model.bn_momentum", "lookahead_decay")  # in [0, 1)
+_UNIT = ("lr_start_fraction", "lr_end_fraction")  # in [0, 1]
+_BOOL = ("augment", "flip", "alternating_flip", "nesterov", "decay_biases", "model.batch_norm",
+         "model.pool_before_norm", "model.norm_scale", "model.dirac_init", "model.logit_bias")
 _POSITIVE_TUPLES = ("model.conv_features", "model.dense_features", "model.hidden_features")
 
 
 def _choices() -> dict[str, tuple]:
   from fnets import loop, models, optim, parallel
+  from fnets.data import images
   from fnets.models import layers, lstm, sequence
-  return {"task": tuple(loop.TASKS), "optimizer": optim.OPTIMIZERS, "schedule": optim.SCHEDULES,
+  return {"task": tuple(loop.TASKS), "optimizer": optim.OPTIMIZERS, "schedule": optim.SCHEDULES, "tta": images.TTA,
+          "model.global_pool": ("none", "max", "avg"),
           "dtype": tuple(models.DTYPES), "param_sharding": parallel.PARAM_SHARDINGS,
           "model.name": tuple(models.MODELS), "model.activation": tuple(layers.ACTIVATIONS),
           "model.pool": ("max", "avg"), "model.cell": tuple(sequence.CELLS), "model.padding": ("SAME", "VALID"),
@@ -205,14 +211,22 @@ def check(config: ml_collections.ConfigDict) -> None:
     values = value if isinstance(value, (tuple, list)) else (value,)
     if name in _POSITIVE_INT and not all(isinstance(v, int) and v > 0 for v in values):
       bad(name, "must be a positive integer")
+    if name in _NON_NEGATIVE_INT and not all(isinstance(v, int) and v >= 0 for v in values):
+      bad(name, "must be an integer ≥ 0")
     if name in _NON_NEGATIVE and not all(v >= 0 for v in values):
       bad(name, "must be ≥ 0")
+    if name in _UNIT and not all(0 <= v <= 1 for v in values):
+      bad(name, "must be in [0, 1]: a fraction of the peak learning rate")
+    if name in _BOOL and not isinstance(value, bool):
+      bad(name, "must be true or false")
     if name in _POSITIVE and not all(v > 0 for v in values):
       bad(name, "must be > 0")
     if name in _FRACTION and not all(0 <= v < 1 for v in values):
       bad(name, "must be in [0, 1)")
     if name in _POSITIVE_TUPLES and not all(isinstance(v, int) and v > 0 for v in values):
       bad(name, "must be positive integers")
+  if config.get("alternating_flip") and not (config.augment and config.flip):
+    bad("alternating_flip", "flips the training images: it needs --config.augment=true and --config.flip=true")
   if "validation_percent" in present and not 0 <= config.validation_percent < 100:
     bad("validation_percent", "must be in [0, 100): the percent of the train split held out for validation")
   if config.get("profile_steps"):

@@ -1,6 +1,16 @@
-"""Optax optimizers and learning-rate schedules chosen by config."""
+"""Optax optimizers and learning-rate schedules chosen by config.
+
+Beyond the optimizer itself (all off by default): a learning-rate multiplier for biases (`bias_lr_scale`, as
+airbench scales its BN biases' rate by 64) with or without their weight decay (`decay_biases`), frozen parameters
+(set from data at init, e.g. the CNN's patch-whitening kernel), and `lookahead`: every few steps the weights are
+pulled back to a running average of themselves, which is what gets evaluated and saved. All state lives in the
+optimizer state, so a resumed run continues exactly."""
+
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "onecycle")
@@ -8,19 +18,21 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 def schedule(config, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
-  """Learning rate at each step: constant; cosine to 0; linear warmup then cosine; or one-cycle (linear up,
-  linear down to 0). Warmup lasts `config.warmup_epochs` epochs and starts from a tenth of the peak."""
+  """Learning rate at each step: constant; cosine; linear warmup then cosine; or one-cycle (linear up, linear
+  down). Warmup lasts `config.warmup_epochs` epochs and starts from `lr_start_fraction` of the peak (default a
+  tenth); the decaying schedules end at `lr_end_fraction` of it (default 0)."""
   peak, kind = config.learning_rate, config.schedule
+  start, end = peak * config.get("lr_start_fraction", 0.1), peak * config.get("lr_end_fraction", 0.0)
   warmup = min(int(config.warmup_epochs * steps_per_epoch), total_steps - 1)
   if kind == "constant":
     return optax.constant_schedule(peak)
   if kind == "cosine":
-    return optax.cosine_decay_schedule(peak, total_steps)
+    return optax.cosine_decay_schedule(peak, total_steps, config.get("lr_end_fraction", 0.0))
   if kind == "warmup_cosine":
-    return optax.warmup_cosine_decay_schedule(peak / 10, peak, warmup, total_steps)
+    return optax.warmup_cosine_decay_schedule(start, peak, warmup, total_steps, end)
   if kind == "onecycle":
-    return optax.join_schedules([optax.linear_schedule(peak / 10, peak, warmup),
-                                 optax.linear_schedule(peak, 0.0, total_steps - warmup)], [warmup])
+    return optax.join_schedules([optax.linear_schedule(start, peak, warmup),
+                                 optax.linear_schedule(peak, end, total_steps - warmup)], [warmup])
   raise ValueError(f"unknown schedule {kind!r}; choose one of {SCHEDULES}")
 
 
@@ -29,18 +41,93 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def optimizer(config, learning_rate: optax.Schedule) -> optax.GradientTransformation:
-  """SGD (momentum, Nesterov) with L2 weight decay, Adam (L2), or AdamW (decoupled decay); optional clipping."""
+def _bias_mask(params):
+  """Biases, batch-norm shifts and scales: the 1-D parameters."""
+  return jax.tree.map(lambda p: p.ndim <= 1, params)
+
+
+def _path_mask(paths):
+  """True for the leaves whose path ("Whiten/kernel", as runs.by_path names them) is in `paths`."""
+  name = lambda path: jax.tree_util.keystr(path, simple=True, separator="/")
+  return lambda params: jax.tree_util.tree_map_with_path(lambda path, _: name(path) in paths, params)
+
+
+def optimizer(config, learning_rate: optax.Schedule, *, frozen: Mapping[str, int] | None = None,
+              total_steps: int = 1, steps_per_epoch: int = 1) -> optax.GradientTransformation:
+  """SGD (momentum, Nesterov) with L2 weight decay, Adam (L2), or AdamW (decoupled decay); optional clipping.
+
+  `config.bias_lr_scale` multiplies the step of the 1-D parameters; their weight decay (with `decay_biases`)
+  stays that of the kernels in absolute terms (decay / scale, then scaled). `frozen` maps parameter paths to the
+  number of steps they train before they are frozen (0: never trained). `config.lookahead_every` > 0 wraps it
+  all in `lookahead` (see there), from `lookahead_start_epochs` on."""
   kind, wd = config.optimizer, config.weight_decay
+  bias_scale = config.get("bias_lr_scale", 1.0)
+  # Biases' decay, before the scale; only when asked, so that the default's optimizer state stays as it was.
+  bias_decay = [optax.add_decayed_weights(wd / bias_scale, _bias_mask)] if config.get("decay_biases") else []
   if kind == "sgd":
-    tx = optax.chain(optax.add_decayed_weights(wd, _decay_mask),
+    tx = optax.chain(optax.add_decayed_weights(wd, _decay_mask), *bias_decay,
                      optax.sgd(learning_rate, config.momentum or None, nesterov=config.nesterov))
   elif kind == "adam":
-    tx = optax.chain(optax.add_decayed_weights(wd, _decay_mask), optax.adam(learning_rate))
-  elif kind == "adamw":
+    tx = optax.chain(optax.add_decayed_weights(wd, _decay_mask), *bias_decay, optax.adam(learning_rate))
+  elif kind == "adamw" and not bias_decay:
     tx = optax.adamw(learning_rate, weight_decay=wd, mask=_decay_mask)
+  elif kind == "adamw":  # optax.adamw's chain, with the biases' decoupled decay added
+    tx = optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(wd, _decay_mask), *bias_decay,
+                     optax.scale_by_learning_rate(learning_rate))
   else:
     raise ValueError(f"unknown optimizer {kind!r}; choose one of {OPTIMIZERS}")
+  if bias_scale != 1.0:
+    tx = optax.chain(tx, optax.masked(optax.scale(bias_scale), _bias_mask))
   if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+  if config.get("lookahead_every"):
+    tx = lookahead(tx, every=config.lookahead_every,
+                   start_step=int(config.lookahead_start_epochs * steps_per_epoch), total_steps=total_steps,
+                   steps_per_epoch=steps_per_epoch, decay=config.lookahead_decay,
+                   power=config.lookahead_decay_power)
+  # Last, so that a frozen parameter gets exactly zero updates (the average would move it by rounding).
+  for steps in sorted(set((frozen or {}).values())):
+    paths = {p for p, s in frozen.items() if s == steps}
+    stop = optax.set_to_zero() if steps == 0 else optax.scale_by_schedule(
+        lambda count, n=steps: (count < n).astype(jnp.float32))
+    tx = optax.chain(tx, optax.masked(stop, _path_mask(paths)))
   return tx
+
+
+class LookaheadState(NamedTuple):
+  count: jax.Array  # steps taken
+  slow: optax.Params  # the running average the weights are pulled back to
+  inner: optax.OptState
+
+
+def lookahead(inner: optax.GradientTransformation, *, every: int, start_step: int, total_steps: int,
+              steps_per_epoch: int, decay: float, power: float) -> optax.GradientTransformation:
+  """airbench's lookahead-EMA: the inner optimizer's weights ("fast") take their steps; from `start_step` on, at
+  every `every`-th step and at the end of every epoch the average becomes
+  slow ← ρ·slow + (1 − ρ)·fast, with ρ = decay^every · (step / total_steps)^power (little averaging early, more
+  towards the end), and the weights are set to it. Before `start_step` (and at the first step), slow follows
+  fast. The weights after a sync (the end of each epoch, so the end of training) are the average: that is what
+  is evaluated and saved. Unlike optax.lookahead, the parameters keep their structure (no fast/slow pair): the
+  average is optimizer state. (airbench also averages BN's running statistics; here they stay those of the fast
+  weights, which their short memory keeps close.)"""
+
+  def init(params):
+    slow = jax.tree.map(lambda p: jnp.array(p, copy=True), params)  # (its own buffers: params may be donated)
+    return LookaheadState(jnp.zeros((), jnp.int32), slow, inner.init(params))
+
+  def update(grads, state, params):
+    updates, inner_state = inner.update(grads, state.inner, params)
+    fast = optax.apply_updates(params, updates)
+    t = state.count + 1
+    # (Also from its first step on slow follows fast: a run that starts from other weights, init_from, starts its
+    # average there, not at the weights the state was made with.)
+    started = (t >= start_step) & (t > 1)
+    sync = started & ((t % every == 0) | (t % steps_per_epoch == 0))
+    rho = jnp.where(started, decay ** every * (t / total_steps) ** power, 0.0)
+    slow = jax.tree.map(lambda s, f: jnp.where(sync, rho * s + (1 - rho) * f, jnp.where(started, s, f)),
+                        state.slow, fast)
+    # At a sync the weights jump to the average; otherwise the inner step stands as it was.
+    updates = jax.tree.map(lambda u, s, p: jnp.where(sync, s - p, u), updates, slow, params)
+    return updates, LookaheadState(t, slow, inner_state)
+
+  return optax.GradientTransformation(init, update)

@@ -16,10 +16,14 @@ import ml_collections
 import numpy as np
 import optax
 
-from fnets import loop, models, optim, parallel
+from fnets import loop, models, optim, parallel, runs
 from fnets.config import ConfigError
 from fnets.data import images as image_data
 from fnets.loop import TrainState
+from fnets.models import cnn
+
+# The patch-whitening layer's statistics come from this many training images (airbench: 5,000, ~4.8M patches).
+WHITENING_IMAGES = 5000
 
 
 def cross_entropy(logits_BxC, labels_B, label_smoothing: float = 0.0):
@@ -27,13 +31,19 @@ def cross_entropy(logits_BxC, labels_B, label_smoothing: float = 0.0):
   return optax.softmax_cross_entropy(logits_BxC, targets_BxC)
 
 
-def train_step(state: TrainState, images_BHWC, labels_B, key, *, model, tx, lr_schedule, config, mean_C, std_C):
+def train_step(state: TrainState, images_BHWC, labels_B, key, indices_B=None, *, model, tx, lr_schedule, config,
+               mean_C, std_C, steps_per_epoch: int = 1):
   """One SGD step. All randomness (augmentation, dropout) comes from `key` folded with the step number, so a
-  step's result depends only on (seed, step, batch)."""
+  step's result depends only on (seed, step, batch); `indices_B` (the examples' indices in the split) are needed
+  by `config.alternating_flip` only, whose flips depend on (seed, example, epoch)."""
   aug_key, dropout_key = jax.random.split(jax.random.fold_in(key, state.step))
   x_BHWC = image_data.normalize(images_BHWC, mean_C, std_C)
   if config.augment:
-    x_BHWC = image_data.augment(aug_key, x_BHWC, config.crop_padding, config.flip)
+    flip_B = None
+    if config.get("alternating_flip"):
+      example_key = jax.random.fold_in(key, jnp.iinfo(jnp.int32).max)  # (a number no step reaches)
+      flip_B = image_data.alternating_flip(example_key, indices_B, state.step // steps_per_epoch)
+    x_BHWC = image_data.augment(aug_key, x_BHWC, config.crop_padding, config.flip, flip_B)
 
   def loss_fn(params):
     logits_BxC, updates = model.apply({"params": params, "batch_stats": state.model_state}, x_BHWC, train=True,
@@ -55,12 +65,15 @@ def _eval_sums(logits_BxC, labels_B, mask_B):
           "count": jnp.sum(mask_B)}
 
 
-def eval_step(state: TrainState, images_BHWC, labels_B, mask_B, *, model, mean_C, std_C, ensemble: bool):
+def eval_step(state: TrainState, images_BHWC, labels_B, mask_B, *, model, mean_C, std_C, ensemble: bool,
+              tta: str = "none"):
   """Sums of loss and correct predictions over the unmasked examples of one batch; for an ensemble, those of
-  the ensemble's prediction (the mean of the members' probabilities) and, under "members", of each member."""
+  the ensemble's prediction (the mean of the members' probabilities) and, under "members", of each member.
+  With test-time augmentation (`tta`), a model's logits are the weighted mean of its logits of the views."""
   x_BHWC = image_data.normalize(images_BHWC, mean_C, std_C)
-  logits = lambda state: model.apply({"params": state.params, "batch_stats": state.model_state}, x_BHWC,
-                                     train=False)
+  views = image_data.tta_views(x_BHWC, tta)
+  apply = lambda state, x: model.apply({"params": state.params, "batch_stats": state.model_state}, x, train=False)
+  logits = lambda state: sum(w * apply(state, view) for w, view in views)
   if not ensemble:
     return _eval_sums(logits(state), labels_B, mask_B)
   logits_KxBxC = jax.vmap(logits)(state)
@@ -87,11 +100,14 @@ def evaluate(eval_fn, state, split: image_data.ImageSplit, batch_size: int) -> d
 
 
 def member_batch(split, config, step: int):
-  """Training batch `step`: member k of an ensemble reads the data order of seed `seed + k`."""
+  """Training batch `step` (images, labels, the examples' indices): member k of an ensemble reads the data order
+  of seed `seed + k`."""
+  def batch(seed):
+    indices = image_data.batch_indices(len(split.labels_N), config.batch_size, seed, step)
+    return split.images_NHWC[indices], split.labels_N[indices], indices.astype(np.int32)
   if config.ensemble_size == 1:
-    return image_data.train_batch(split, config.batch_size, config.seed, step)
-  batches = [image_data.train_batch(split, config.batch_size, config.seed + k, step)
-             for k in range(config.ensemble_size)]
+    return batch(config.seed)
+  batches = [batch(config.seed + k) for k in range(config.ensemble_size)]
   return tuple(np.stack(parts) for parts in zip(*batches))
 
 
@@ -118,14 +134,29 @@ def setup(config: ml_collections.ConfigDict) -> loop.Task:
   # augmentation and dropout. Params stay float32 under dtype=bfloat16; only the computation is bf16.
   model = models.create(config.model, num_classes=data.num_classes, dtype=models.compute_dtype(config.dtype))
   # The schedule spans all epochs even when max_steps stops the run early (a smoke run sees the real rates).
-  lr_schedule = optim.schedule(config, steps_per_epoch * config.num_epochs, steps_per_epoch)
-  tx = optim.optimizer(config, lr_schedule)
+  schedule_steps = steps_per_epoch * config.num_epochs
+  lr_schedule = optim.schedule(config, schedule_steps, steps_per_epoch)
+  # A patch-whitening first layer (model.whiten_kernel) is set from the training images as the model sees them
+  # (normalised), the same for every seed, and frozen; its bias trains for whiten_bias_epochs (0: throughout).
+  whiten = {}
+  if k := config.model.get("whiten_kernel", 0):
+    x_NHWC = (data.train.images_NHWC[:WHITENING_IMAGES] - data.mean_C) / data.std_C
+    whiten = {"kernel": jnp.asarray(cnn.patch_whitening(x_NHWC, k))}
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), data.train.images_NHWC[:1], train=False))
+  param_paths = runs.by_path(shapes["params"])
+  frozen = {path: 0 for path in cnn.FROZEN_PATHS if path in param_paths}
+  if (bias := f"{cnn.WHITEN}/bias") in param_paths and config.get("whiten_bias_epochs"):
+    frozen[bias] = int(config.whiten_bias_epochs * steps_per_epoch)
+  tx = optim.optimizer(config, lr_schedule, frozen=frozen, total_steps=schedule_steps,
+                       steps_per_epoch=steps_per_epoch)
 
   def init(seed):
     init_key, train_key = jax.random.split(jax.random.key(seed))
     variables = model.init(init_key, data.train.images_NHWC[:1], train=False)
-    return TrainState(jnp.zeros((), jnp.int32), variables["params"], tx.init(variables["params"]),
-                      variables.get("batch_stats", {})), train_key
+    params = variables["params"]
+    if whiten:
+      params = {**params, cnn.WHITEN: {**params[cnn.WHITEN], **whiten}}
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), variables.get("batch_stats", {})), train_key
 
   ensemble = config.ensemble_size > 1
   seeds = config.seed + np.arange(config.ensemble_size) if ensemble else np.int32(config.seed)
@@ -137,18 +168,20 @@ def setup(config: ml_collections.ConfigDict) -> loop.Task:
   # --- Steps: everything on the hot path inside one jit, with explicit shardings; the old state's buffers are
   # reused (donated). An ensemble's batches are (member, batch, ...): split along the batch axis.
   constants = dict(model=model, mean_C=data.mean_C, std_C=data.std_C)
-  step_fn = functools.partial(train_step, tx=tx, lr_schedule=lr_schedule, config=config, **constants)
+  step_fn = functools.partial(train_step, tx=tx, lr_schedule=lr_schedule, config=config,
+                              steps_per_epoch=steps_per_epoch, **constants)
   step_fn = jax.vmap(step_fn) if ensemble else step_fn
   batch = parallel.batch_sharding(mesh, batch_axis=1 if ensemble else 0)
-  step_jit = jax.jit(step_fn, in_shardings=(state_sharding, batch, batch, replicated),
+  step_jit = jax.jit(step_fn, in_shardings=(state_sharding, batch, batch, replicated, batch),
                      out_shardings=(state_sharding, replicated), donate_argnums=0)
 
   def train_fn(state, step):
-    images, labels = member_batch(data.train, config, step)
-    return step_jit(state, parallel.to_global(images, batch), parallel.to_global(labels, batch), train_key)
+    images, labels, indices = member_batch(data.train, config, step)
+    return step_jit(state, parallel.to_global(images, batch), parallel.to_global(labels, batch), train_key,
+                    parallel.to_global(indices, batch))
 
   eval_batch = parallel.batch_sharding(mesh)
-  eval_jit = jax.jit(functools.partial(eval_step, ensemble=ensemble, **constants),
+  eval_jit = jax.jit(functools.partial(eval_step, ensemble=ensemble, tta=config.get("tta", "none"), **constants),
                      in_shardings=(state_sharding, eval_batch, eval_batch, eval_batch), out_shardings=replicated)
   eval_fn = lambda state, *arrays: eval_jit(state, *(parallel.to_global(a, eval_batch) for a in arrays))
   splits = {"validation": data.validation}

@@ -1,3 +1,5 @@
+import re
+
 import ml_collections
 import pytest
 
@@ -39,3 +41,18 @@ def test_every_experiment_and_variant_passes_the_checks_and_survives_config_json
       assert config_lib.from_json(config.to_dict()).to_dict() == config.to_dict()
   assert config_lib.run_name("/x/experiments/lstm_shakespeare.py:rnn") == "lstm_shakespeare-rnn"
   assert config_lib.load(config_lib.experiment_path("lstm_shakespeare:rnn")).model.cell == "rnn"
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--config.tta=mirror", "unknown choice; choose one of: none, flip, flip_translate"),
+    ("--config.lookahead_decay=1.0", "must be in [0, 1)"),
+    ("--config.lr_end_fraction=1.5", "must be in [0, 1]"),
+    ("--config.bias_lr_scale=0.0", "must be > 0"),
+    ("--config.model.whiten_kernel=-1", "must be an integer ≥ 0"),
+    ("--config.model.global_pool=sum", "unknown choice"),
+    ("--config.flip=false", "alternating_flip=True: flips the training images: it needs"),
+])
+def test_recipe_fields_are_checked(arg, message):
+  from experiments import cnn_cifar
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    config_lib.check(override(cnn_cifar.get_config(), [arg]))

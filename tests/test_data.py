@@ -61,6 +61,36 @@ def test_augment_crops_and_flips_deterministically_per_key():
     assert any(np.array_equal(out, p[dy:dy + 8, dx:dx + 8]) for dy in range(5) for dx in range(5))
 
 
+def test_alternating_flip_and_given_flips():
+  indices = jnp.arange(64)
+  even, odd = (np.asarray(images.alternating_flip(jax.random.key(0), indices, e)) for e in (0, 1))
+  assert np.array_equal(even, ~odd) and 16 < even.sum() < 48  # each example's other orientation, next epoch
+  np.testing.assert_array_equal(images.alternating_flip(jax.random.key(0), indices, 2), even)
+  # A coin per example, not per batch position: the same examples in another order get the same flips.
+  np.testing.assert_array_equal(images.alternating_flip(jax.random.key(0), indices[::-1], 0), even[::-1])
+  assert not np.array_equal(images.alternating_flip(jax.random.key(1), indices, 0), even)
+  x = jnp.asarray(split(8).images_NHWC, jnp.float32)
+  flip_B = jnp.array([True, False] * 4)
+  out = images.augment(jax.random.key(0), x, pad=0, flip_B=flip_B)
+  for orig, o, f in zip(x, out, flip_B):
+    np.testing.assert_array_equal(o, orig[:, ::-1] if f else orig)
+
+
+def test_tta_views():
+  x = jnp.asarray(split(2).images_NHWC, jnp.float32)
+  assert [w for w, _ in images.tta_views(x, "none")] == [1.0]
+  flip = images.tta_views(x, "flip")
+  np.testing.assert_array_equal(flip[1][1], x[:, :, ::-1])
+  views = images.tta_views(x, "flip_translate")
+  assert len(views) == 6 and sum(w for w, _ in views) == 1.0
+  # One pixel up-left and down-right (reflect padding): the interior is the shifted image.
+  np.testing.assert_array_equal(views[2][1][:, 1:, 1:], x[:, :-1, :-1])
+  np.testing.assert_array_equal(views[4][1][:, :-1, :-1], x[:, 1:, 1:])
+  np.testing.assert_array_equal(views[5][1], views[4][1][:, :, ::-1])
+  with pytest.raises(ValueError, match="unknown tta 'crop'"):
+    images.tta_views(x, "crop")
+
+
 def test_load_through_tfds(mock_tfds, tmp_path):
   for name, shape in [("cifar10", (32, 32, 3)), ("mnist", (28, 28, 1)), ("fashion_mnist", (28, 28, 1))]:
     data = images.load(name, str(tmp_path))

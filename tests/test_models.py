@@ -1,5 +1,7 @@
 """Model output shapes and parameter counts for known configs, and config errors."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 
 from experiments import cnn_cifar, cnn_mnist, mlp_mnist
 from fnets import models
+from fnets.models import cnn
 
 
 def param_count(tree):
@@ -24,11 +27,54 @@ def conv_bn(c_in, c_out, k=3):
 def test_cnn_cifar_shapes_and_params():
   model = models.create(cnn_cifar.get_config().model, num_classes=10)
   variables = init(model, (2, 32, 32, 3))
-  widths = (3, 24, 32, 32, 128, 128, 128, 128)
-  expected = sum(conv_bn(a, b) for a, b in zip(widths, widths[1:])) + (2 * 2 * 128) * 10 + 10
-  assert param_count(variables["params"]) == expected == 502_338
+  widths = (24, 64, 64, 256, 256, 256, 256)  # after the 2x2 whitening conv's 24 filters (with bias)
+  convs = sum(3 * 3 * a * b + b for a, b in zip(widths, widths[1:]))  # BN without scale: its shift only
+  expected = (2 * 2 * 3 * 24 + 24) + convs + 256 * 10  # global pool, logits without bias
+  assert param_count(variables["params"]) == expected == 1_971_640
   logits = model.apply(variables, jnp.zeros((5, 32, 32, 3)), train=False)
   assert logits.shape == (5, 10) and logits.dtype == jnp.float32
+
+
+def test_cnn_airbench_options():
+  # Whitening 2x2 (24 filters) → blocks conv→pool→BN→act, conv→BN→act → global max pool → scaled, bias-free logits.
+  kw = dict(conv_features=(8, 8, 16), pool_after=(0, 2), pool_before_norm=True, whiten_kernel=2, global_pool="max",
+            norm_scale=False, dirac_init=True, logit_bias=False, activation="gelu", num_classes=3)
+  model = models.CNN(**kw)
+  variables = jax.jit(lambda key: model.init(key, jnp.zeros((2, 16, 16, 3)), train=False))(jax.random.key(0))
+  params = variables["params"]
+  apply = lambda model, variables, x: jax.jit(functools.partial(model.apply, train=False))(variables, x)
+  assert params["Whiten"]["kernel"].shape == (2, 2, 3, 24) and not np.any(params["Whiten"]["kernel"])
+  assert set(params["BatchNorm_0"]) == {"bias"} and set(params["Dense_0"]) == {"kernel"}
+  assert params["Dense_0"]["kernel"].shape == (16, 3)  # global pool: one value per channel
+  # Dirac: the first min(C_in, C_out) filters are the identity, the others random.
+  k = np.asarray(params["Conv_1"]["kernel"])
+  np.testing.assert_array_equal(k[1, 1], np.eye(8)) and np.testing.assert_array_equal(k[0], 0)
+  assert np.any(np.asarray(params["Conv_2"]["kernel"])[..., 8:])
+  x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+  whiten = {**params["Whiten"], "kernel": cnn.patch_whitening(np.asarray(x), 2)}  # (set by train.setup)
+  variables = {**variables, "params": {**params, "Whiten": whiten}}
+  logits = apply(model, variables, x)
+  assert np.all(np.isfinite(logits)) and np.std(logits) > 0
+  np.testing.assert_allclose(apply(models.CNN(**kw, logit_scale=1 / 9), variables, x), logits / 9, rtol=1e-6)
+  # 16 -2 VALID-> 15 -conv, pool-> 7 -> 7 -conv, pool-> 3 -global max-> 1: pooling before BN changes the result.
+  assert not np.allclose(apply(models.CNN(**{**kw, "pool_before_norm": False}), variables, x), logits)
+
+
+def test_patch_whitening_decorrelates_patches():
+  rng = np.random.default_rng(0)
+  # Correlated channels and neighbouring pixels: a smoothed random image with mixed channels.
+  x = rng.normal(size=(64, 12, 12, 3))
+  x = (x + np.roll(x, 1, axis=1) + np.roll(x, 1, axis=2)) @ np.array([[1, .5, 0], [0, 1, .5], [.2, 0, 1]])
+  kernel = cnn.patch_whitening(x, 2, eps=1e-8)
+  assert kernel.shape == (2, 2, 3, 24)
+  np.testing.assert_allclose(kernel[..., 12:], -kernel[..., :12])
+  out = jax.lax.conv_general_dilated(jnp.asarray(x, jnp.float32), kernel, (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  z = np.asarray(out[..., :12]).reshape(-1, 12).astype(np.float64)
+  np.testing.assert_allclose(z.T @ z / len(z), np.eye(12), atol=1e-3)  # the patches' covariance is the identity
+  # Largest eigenvalue first: the first filter has the smallest norm (divided by the largest √λ).
+  norms = np.linalg.norm(kernel[..., :12].reshape(12, 12), axis=0)
+  assert np.all(np.diff(norms) >= -1e-6)
 
 
 def test_cnn_mnist_and_mlp_mnist_params():
@@ -70,6 +116,7 @@ def test_pool_kinds_differ():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(activation="swish"), "unknown activation 'swish'"),
     (dict(pool="median"), "pool must be 'max' or 'avg'"),
+    (dict(global_pool="mean"), "global_pool must be 'none', 'max' or 'avg'"),
     (dict(kernel_size=(3, 3, 3)), "kernel_size has 3 entries for 2 conv layers"),
 ])
 def test_cnn_bad_config(kwargs, message):

@@ -63,3 +63,51 @@ def test_nesterov_adam_adamw_and_clipping():
   np.testing.assert_allclose(clipped["bias"], -4.0 / norm, rtol=1e-6)
   with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
     optim.optimizer(config(optimizer="lion"), 1.0)
+
+
+def test_schedule_start_and_end_fractions():
+  lr = [float(optim.schedule(config(schedule="onecycle", lr_start_fraction=0.2, lr_end_fraction=0.07), 100, 10)(s))
+        for s in (0, 10, 100)]
+  assert lr == pytest.approx([0.2, 1.0, 0.07])
+
+
+def test_bias_lr_scale_keeps_the_bias_decay_and_frozen_paths_get_no_update():
+  grads = {"kernel": jnp.full((2, 2), 3.0), "bias": jnp.full(2, 4.0)}
+  cfg = config(momentum=0.0, nesterov=False, weight_decay=0.1, bias_lr_scale=8.0, decay_biases=True)
+  updates = one_update(cfg, grads)
+  np.testing.assert_allclose(updates["kernel"], -(3.0 + 0.1))
+  np.testing.assert_allclose(updates["bias"], -(8 * 4.0 + 0.1), rtol=1e-6)  # 8× the step, the same decay
+  tx = optim.optimizer(config(), 1.0, frozen={"kernel": 0, "bias": 2})
+  params = quadratic_params()
+  state = tx.init(params)
+  bias_moves = []
+  for _ in range(4):
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    bias_moves.append(bool(np.any(updates["bias"])))
+    np.testing.assert_array_equal(params["kernel"], 1.0)  # frozen from the start: exactly unchanged
+  assert bias_moves == [True, True, False, False]  # trains for 2 steps, then frozen
+
+
+def test_lookahead_pulls_the_weights_to_their_running_average():
+  # Plain SGD with rate 1 on a constant gradient of -1: each inner step adds 1 to the weight.
+  cfg = config(momentum=0.0, nesterov=False, lookahead_every=2, lookahead_start_epochs=0.5,
+               lookahead_decay=0.9, lookahead_decay_power=2.0)
+  tx = optim.optimizer(cfg, 1.0, total_steps=8, steps_per_epoch=4)  # starts at step 2; epochs end at 4, 8
+  params, state, got = {"w": jnp.zeros(())}, None, []
+  state = tx.init(params)
+  for _ in range(8):
+    updates, state = tx.update({"w": -jnp.ones(())}, state, params)
+    params = optax.apply_updates(params, updates)
+    got.append(float(params["w"]))
+  w, slow, want = 0.0, 0.0, []
+  for t in range(1, 9):
+    w += 1
+    if t < 2:
+      slow = w
+    elif t % 2 == 0:
+      rho = 0.9 ** 2 * (t / 8) ** 2
+      w = slow = rho * slow + (1 - rho) * w
+    want.append(w)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  assert got[-1] < 8 - 1  # the average lags the fast weights

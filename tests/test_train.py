@@ -59,3 +59,35 @@ def test_ensemble_members_are_the_runs_of_consecutive_seeds(mock_tfds, tmp_path)
     single.close()
     for a, b in zip(jax.tree.leaves(stacked.params), jax.tree.leaves(params)):
       np.testing.assert_allclose(a[k], b, rtol=1e-4, atol=1e-5)
+
+
+def test_cifar_recipe_freezes_whitening_and_resumes_exactly(mock_tfds, tmp_path):
+  """cnn_cifar's recipe (whitening, lookahead, bias rate, alternating flip, TTA) at small widths: the whitening
+  kernel is that of the training images' patches and never moves, its bias stops after whiten_bias_epochs, and a
+  run resumed from a mid-run checkpoint ends with the same weights and test metrics."""
+  import shutil
+
+  from experiments import cnn_cifar
+  from fnets.data import images
+  from fnets.models import cnn
+  from test_loop import final_params_at
+  config = config_lib.override(cnn_cifar.get_config(), [
+      "--config.batch_size=16", "--config.num_epochs=2", "--config.model.conv_features=(4,4,8,8,8,8)",
+      "--config.whiten_bias_epochs=1.0", "--config.lookahead_every=2", "--config.lookahead_start_epochs=0.5",
+      "--config.checkpoint_every_steps=3", "--config.keep_checkpoints=5", "--config.log_every_steps=4",
+      "--config.eval_batch_size=32", "--config.tta=flip"])  # 64 mock images: 4 steps an epoch, 8 steps
+  workdir = str(tmp_path / "recipe")
+  first = loop.train_and_evaluate(config, workdir)
+  params = {step: final_params_at(workdir, step) for step in (3, 6, 8)}
+  data = images.load("cifar10", validation_percent=0)
+  whiten = cnn.patch_whitening((data.train.images_NHWC - data.mean_C) / data.std_C, 2)
+  np.testing.assert_allclose(params[3]["Whiten"]["kernel"], whiten, rtol=1e-5)
+  for p in params.values():
+    np.testing.assert_array_equal(p["Whiten"]["kernel"], params[3]["Whiten"]["kernel"])
+  assert np.any(params[3]["Whiten"]["bias"])  # (starts at 0) trains, then is frozen after step 4:
+  np.testing.assert_array_equal(params[6]["Whiten"]["bias"], params[8]["Whiten"]["bias"])
+  for step in (6, 8):
+    shutil.rmtree(os.path.join(workdir, "checkpoints", str(step)))
+  assert loop.train_and_evaluate(config, workdir) == first
+  for a, b in zip(jax.tree.leaves(final_params_at(workdir, 8)), jax.tree.leaves(params[8])):
+    np.testing.assert_array_equal(a, b)

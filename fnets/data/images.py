@@ -87,12 +87,16 @@ def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+  """The example indices of training batch `step` (see `train_batch`)."""
+  epoch, index = divmod(step, n // batch_size)
+  return _epoch_order(n, seed, epoch)[index * batch_size:(index + 1) * batch_size]
+
+
 def train_batch(split: ImageSplit, batch_size: int, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
   """Batch `step` of shuffled full batches: epoch after epoch, each in an order that depends only on (seed,
   epoch); an epoch's remainder is dropped."""
-  n = len(split.labels_N)
-  epoch, index = divmod(step, n // batch_size)
-  idx = _epoch_order(n, seed, epoch)[index * batch_size:(index + 1) * batch_size]
+  idx = batch_indices(len(split.labels_N), batch_size, seed, step)
   return split.images_NHWC[idx], split.labels_N[idx]
 
 
@@ -120,8 +124,10 @@ def normalize(images_BHWC: jax.Array, mean_C, std_C) -> jax.Array:
   return (images_BHWC.astype(jnp.float32) - jnp.asarray(mean_C)) / jnp.asarray(std_C)
 
 
-def augment(key: jax.Array, images_BHWC: jax.Array, pad: int = 4, flip: bool = True) -> jax.Array:
-  """Random crop from the image reflect-padded by `pad` pixels, and a random horizontal flip, per example."""
+def augment(key: jax.Array, images_BHWC: jax.Array, pad: int = 4, flip: bool = True,
+            flip_B: jax.Array | None = None) -> jax.Array:
+  """Random crop from the image reflect-padded by `pad` pixels (a translation by up to ±pad pixels), and a
+  horizontal flip: of the images where `flip_B` is true (e.g. `alternating_flip`'s), else of each at random."""
   B, H, W, _ = images_BHWC.shape
   crop_key, flip_key = jax.random.split(key)
   if pad:
@@ -130,6 +136,36 @@ def augment(key: jax.Array, images_BHWC: jax.Array, pad: int = 4, flip: bool = T
     crop = lambda image, dy, dx: jax.lax.dynamic_slice(image, (dy, dx, 0), (H, W, image.shape[-1]))
     images_BHWC = jax.vmap(crop)(padded, offsets_Bx2[:, 0], offsets_Bx2[:, 1])
   if flip:
-    flip_B = jax.random.bernoulli(flip_key, 0.5, (B,))
+    if flip_B is None:
+      flip_B = jax.random.bernoulli(flip_key, 0.5, (B,))
     images_BHWC = jnp.where(flip_B[:, None, None, None], images_BHWC[:, :, ::-1], images_BHWC)
   return images_BHWC
+
+
+def alternating_flip(key: jax.Array, indices_B: jax.Array, epoch: jax.Array) -> jax.Array:
+  """airbench's alternating flip: example i is mirrored at random (a coin of (key, i)) in even epochs and the
+  other way in odd ones, so that every two epochs see both of its orientations (random flips repeat one with
+  probability 1/2)."""
+  coin_B = jax.vmap(lambda i: jax.random.bernoulli(jax.random.fold_in(key, i)))(indices_B)
+  return coin_B ^ (epoch % 2 == 1)
+
+
+TTA = ("none", "flip", "flip_translate")
+
+
+def tta_views(x_BHWC: jax.Array, mode: str) -> list[tuple[float, jax.Array]]:
+  """(weight, view) pairs whose weighted sum of logits is the test-time-augmented prediction (weights sum to 1):
+  "flip" averages the image and its mirror; "flip_translate" (airbench's level 2) gives that average weight 1/2
+  and the two one-pixel diagonal translations (reflect-padded), each with its mirror, 1/8 each."""
+  if mode not in TTA:
+    raise ValueError(f"unknown tta {mode!r}; choose one of {TTA}")
+  if mode == "none":
+    return [(1.0, x_BHWC)]
+  mirror = lambda x: [(0.5, x), (0.5, x[:, :, ::-1])]
+  views = mirror(x_BHWC)
+  if mode == "flip_translate":
+    _, H, W, _ = x_BHWC.shape
+    padded = jnp.pad(x_BHWC, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    shifted = [padded[:, :H, :W], padded[:, 2:H + 2, 2:W + 2]]
+    views = [(w / 2, v) for w, v in views] + [(w / 4, v) for s in shifted for w, v in mirror(s)]
+  return views

@@ -1,13 +1,32 @@
 """The convolutional network as researchers learn it: conv → (batch norm) → activation → (pool), repeated;
-then flatten → fully connected hidden layers → class logits (softmax is applied in the loss and predictions)."""
+then flatten → fully connected hidden layers → class logits (softmax is applied in the loss and predictions).
+
+Options of the fast CIFAR-10 recipes (airbench, arXiv 2404.00498), each off by default:
+  whiten_kernel = k > 0   a first k×k conv (VALID) whose 2·k²·C filters whiten the image's k×k patches: set from the
+                          training images by `patch_whitening` (fnets/train.py) and never trained (the "Whiten"
+                          layer; its bias trains). Followed by the activation.
+  pool_before_norm        conv → pool → BN → activation: pooling right after the conv (BN and activation then work
+                          on a quarter of the pixels) instead of after the activation.
+  global_pool             "max"/"avg" over the remaining pixels before flattening.
+  norm_scale = False      BN without its learned scale (the next conv's kernel can take it over).
+  bn_momentum             of BN's running statistics.
+  dirac_init              filter j < min(C_in, C_out) of each conv starts as the identity of input channel j (the
+                          others keep their random init): each conv starts close to passing its input through.
+  logit_scale, logit_bias the logits are `logit_scale · (W x [+ b])`; airbench uses 1/9 and no bias.
+"""
 
 from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fnets.models.layers import activation
+
+# Parameters set at init from the data and never trained: path → they are frozen by fnets/optim.py.
+WHITEN = "Whiten"
+FROZEN_PATHS = (f"{WHITEN}/kernel",)
 
 
 def _per_layer(value, n: int, name: str) -> tuple:
@@ -17,9 +36,41 @@ def _per_layer(value, n: int, name: str) -> tuple:
   return values
 
 
+def dirac(base_init):
+  """`base_init`, except that filter j < min(C_in, C_out) is the identity of input channel j (a 1 at its centre
+  tap), as torch.nn.init.dirac_ makes it: the conv starts as an implicit residual connection."""
+  def init(key, shape_HWIO, dtype=jnp.float32):
+    H, W, I, O = shape_HWIO
+    m = min(I, O)
+    eye_HWIxm = np.zeros((H, W, I, m), np.float32)
+    eye_HWIxm[H // 2, W // 2, np.arange(m), np.arange(m)] = 1.0
+    return base_init(key, shape_HWIO, dtype).at[..., :m].set(jnp.asarray(eye_HWIxm, dtype))
+  return init
+
+
+def patch_whitening(x_NHWC: np.ndarray, k: int, eps: float = 5e-4, chunk: int = 500) -> np.ndarray:
+  """The Whiten layer's kernel (k, k, C, 2·k²·C) for images `x_NHWC` (normalised as the model sees them): the
+  eigenvectors of the covariance of their k×k patches, largest eigenvalue first, each divided by √(λ + eps), then
+  the same filters negated (so that an activation after it loses no sign). Applied to the patches, the first
+  k²·C outputs have about the identity covariance."""
+  x_NHWC = np.asarray(x_NHWC, np.float64)
+  C = x_NHWC.shape[-1]
+  cov, count = np.zeros((k * k * C,) * 2), 0
+  for start in range(0, len(x_NHWC), chunk):  # (all patches at once would be N·H·W·k²·C floats)
+    windows = np.lib.stride_tricks.sliding_window_view(x_NHWC[start:start + chunk], (k, k), axis=(1, 2))
+    patches_PxD = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, k * k * C)  # (h, w, c): the HWIO order
+    cov += patches_PxD.T @ patches_PxD
+    count += len(patches_PxD)
+  eigenvalues_D, eigenvectors_DxD = np.linalg.eigh(cov / count)  # ascending
+  filters_DxD = eigenvectors_DxD[:, ::-1] / np.sqrt(eigenvalues_D[::-1] + eps)
+  kernel_kkCxD = filters_DxD.reshape(k, k, C, k * k * C)
+  return np.concatenate([kernel_kkCxD, -kernel_kkCxD], axis=-1).astype(np.float32)
+
+
 class CNN(nn.Module):
   """Conv layer `l` has `conv_features[l]` learnable k×k filters (k = kernel_size[l]) with stride strides[l];
-  pooling (max or avg, window = stride = pool_window) follows the layers listed in `pool_after`."""
+  pooling (max or avg, window = stride = pool_window) follows the layers listed in `pool_after` (after their
+  activation, or right after their conv with `pool_before_norm`). The module docstring lists the other options."""
   conv_features: Sequence[int]
   kernel_size: int | Sequence[int] = 3
   strides: int | Sequence[int] = 1
@@ -32,6 +83,14 @@ class CNN(nn.Module):
   dense_features: Sequence[int] = ()
   dropout: float = 0.0
   num_classes: int = 10
+  whiten_kernel: int = 0
+  pool_before_norm: bool = False
+  global_pool: str = "none"
+  norm_scale: bool = True
+  bn_momentum: float = 0.9
+  dirac_init: bool = False
+  logit_scale: float = 1.0
+  logit_bias: bool = True
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -41,20 +100,39 @@ class CNN(nn.Module):
     strides = _per_layer(self.strides, n, "strides")
     if self.pool not in ("max", "avg"):
       raise ValueError(f"pool must be 'max' or 'avg', not {self.pool!r}")
+    if self.global_pool not in ("none", "max", "avg"):
+      raise ValueError(f"global_pool must be 'none', 'max' or 'avg', not {self.global_pool!r}")
     pool = nn.max_pool if self.pool == "max" else nn.avg_pool
     act = activation(self.activation)
     x = x_BHWC.astype(self.dtype)
+    if self.whiten_kernel:
+      k, C = self.whiten_kernel, x.shape[-1]
+      # Zeros until fnets/train.py sets the kernel from the training images' patches.
+      x = act(nn.Conv(2 * k * k * C, (k, k), padding="VALID", kernel_init=nn.initializers.zeros, dtype=self.dtype,
+                      name=WHITEN)(x))
+    conv_init = nn.linear.default_kernel_init
+    conv_init = dirac(conv_init) if self.dirac_init else conv_init
+    w = self.pool_window
     for layer, (features, k, s) in enumerate(zip(self.conv_features, kernels, strides)):
       # No conv bias under batch norm: BN's own shift replaces it.
-      x = nn.Conv(features, (k, k), (s, s), self.padding, use_bias=not self.batch_norm, dtype=self.dtype)(x)
-      if self.batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
-      x = act(x)
-      if layer in self.pool_after:
-        w = self.pool_window
+      x = nn.Conv(features, (k, k), (s, s), self.padding, use_bias=not self.batch_norm, kernel_init=conv_init,
+                  dtype=self.dtype)(x)
+      pooled = layer in self.pool_after
+      if pooled and self.pool_before_norm:
         x = pool(x, (w, w), (w, w))
+      if self.batch_norm:
+        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, use_scale=self.norm_scale,
+                         dtype=self.dtype)(x)
+      x = act(x)
+      if pooled and not self.pool_before_norm:
+        x = pool(x, (w, w), (w, w))
+    if self.global_pool != "none":
+      x = (jnp.max if self.global_pool == "max" else jnp.mean)(x, axis=(1, 2))
     x = x.reshape(x.shape[0], -1)  # flatten
     for features in self.dense_features:
       x = act(nn.Dense(features, dtype=self.dtype)(x))
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+    logits_BxC = nn.Dense(self.num_classes, use_bias=self.logit_bias, dtype=self.dtype)(x)
+    if self.logit_scale != 1.0:
+      logits_BxC = logits_BxC * self.logit_scale
+    return logits_BxC.astype(jnp.float32)
