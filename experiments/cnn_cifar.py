@@ -17,7 +17,9 @@ Cost (benchmarks/cnn_cifar_recipe.py, XLA's count): 612 MFLOP per training image
 GFLOP/s (busy host, batch 512); if that holds on a quiet host (previous: ~73 GFLOP/s), an epoch takes ~5.7
 minutes: ~46 minutes of training and ~2.5 of final evaluation (an estimate, not yet a measured run).
 
-Expected: not yet measured for this recipe (the previous 7-layer network reached 84.82%).
+Measured (../shared/tfds, whose CIFAR-10 is decoded from JPEG; 2-core x86 CPU, jax 0.10.2, commit f8e0d25):
+seed 0: 90.57% test accuracy (final model, with the TTA), 43m54s for the whole command (148-188 examples/s).
+Seeds 1 and 2 not yet run. The previous 7-layer network reached 84.82% in 12 epochs.
 """
 
 import ml_collections
