@@ -26,7 +26,7 @@ def get_config(cell: str = "lstm") -> ml_collections.ConfigDict:
   c.data_dir = ""  # empty: $TFDS_DATA_DIR, else ~/tensorflow_datasets
   c.batch_size = 64
   c.seq_len = 128
-  c.num_steps = 2000
+  c.num_steps = 3400
   c.max_steps = 0  # stop after this many steps when > 0 (smoke runs)
   c.dtype = "float32"  # or bfloat16: computation only; params, optimizer state and loss stay float32
   c.param_sharding = "replicated"  # or fsdp: large arrays of the train state split over the devices
@@ -46,7 +46,7 @@ def get_config(cell: str = "lstm") -> ml_collections.ConfigDict:
   c.warmup_epochs = 100.0  # in steps here: an "epoch" of the schedule is one step
   c.grad_clip_norm = 1.0
   c.model = ml_collections.ConfigDict(dict(name="char_lm", cell=cell, embed_dim=128, hidden_size=512,
-                                           num_layers=1, dropout=0.0, unroll=1, impl="fused"))
+                                           num_layers=1, dropout=0.25, unroll=1, impl="fused"))
   c.sample_prompt = "ROMEO:"
   c.sample_length = 400
   c.sample_temperature = 0.8

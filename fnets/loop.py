@@ -35,7 +35,7 @@ class TrainState:
   step: jax.Array  # int32; one per member in an ensemble
   params: Any
   opt_state: Any
-  model_state: Any  # e.g. batch-norm statistics; {} for models without any
+  model_state: Any  # e.g. batch-norm statistics, the recurrent state carried between windows; {} if none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +189,7 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
   state = jax.device_get(state)
   out_dir = os.path.join(workdir, "export")
   arrays = {f"{part}/{name}": np.asarray(x) for part in ("params", "model_state")
-            for name, x in runs.by_path(getattr(state, part)).items()}
+            for name, x in runs.by_path(runs.not_carried(getattr(state, part))).items()}
   paths = {"params": os.path.join(out_dir, "params.npz")}
   torch_names = sequence.torch_state_dict(config.model, state.params)
   if torch_names is not None:

@@ -246,7 +246,7 @@ def restore_weights(path: str, like) -> tuple:
     saved = checkpointer.restore(os.path.join(where, "default"))
   out = []
   for part in ("params", "model_state"):
-    target, have = getattr(like, part), by_path(saved.get(part, {}))
+    target, have = not_carried(getattr(like, part)), by_path(not_carried(saved.get(part, {})))
     want = by_path(target)
     shape = lambda d, k: tuple(np.shape(d[k])) if k in d else "absent"
     if diff := [f"{part}/{k}: {shape(have, k)} there, {shape(want, k)} here"
@@ -256,7 +256,17 @@ def restore_weights(path: str, like) -> tuple:
     place = lambda p, t: jax.device_put(
         np.asarray(have[jax.tree_util.keystr(p, simple=True, separator="/")]).astype(t.dtype), t.sharding)
     out.append(jax.tree_util.tree_map_with_path(place, target))
-  return tuple(out)
+  params, model_state = out
+  if "carry" in like.model_state:  # the fresh run's own (zero) carried state
+    model_state = {**model_state, "carry": like.model_state["carry"]}
+  return params, model_state
+
+
+def not_carried(model_state):
+  """`model_state` without the recurrent state carried between training windows (`model_state["carry"]`, truncated
+  BPTT in fnets/train_lm.py): a record of the data read so far rather than a weight, so fine-tuning
+  (`init_from`) starts it afresh and export leaves it out."""
+  return {k: v for k, v in model_state.items() if k != "carry"} if isinstance(model_state, dict) else model_state
 
 
 # --- What stops a run.

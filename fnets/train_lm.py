@@ -23,19 +23,23 @@ from fnets.loop import TrainState
 from fnets.run_log import console
 
 
-def train_step(state: TrainState, tokens_BxT1, key, *, model, tx, lr_schedule):
-  """One step on windows of T+1 characters: predict characters 1..T from 0..T-1."""
+def train_step(state: TrainState, tokens_BxT1, first, key, *, model, tx, lr_schedule):
+  """One step of truncated BPTT on windows of T+1 characters: predict characters 1..T from 0..T-1, starting from
+  the state the previous step ended in (model_state["carry"]; zeros where `first`, an epoch's first window).
+  The gradient stops at the window's start: the carried state enters as a constant."""
   params, step = state.params, state.step
   dropout_key = jax.random.fold_in(key, step)
+  carry = jax.tree.map(lambda a: jnp.where(first, jnp.zeros_like(a), a), state.model_state["carry"])
 
   def loss_fn(params):
-    logits_BxTxV, _ = model.apply({"params": params}, tokens_BxT1[:, :-1], train=True, rngs={"dropout": dropout_key})
-    return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, tokens_BxT1[:, 1:]).mean()
+    logits_BxTxV, carry_out = model.apply({"params": params}, tokens_BxT1[:, :-1], carry, train=True,
+                                          rngs={"dropout": dropout_key})
+    return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, tokens_BxT1[:, 1:]).mean(), carry_out
 
-  loss, grads = jax.value_and_grad(loss_fn)(params)
+  (loss, carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
   updates, opt_state = tx.update(grads, state.opt_state, params)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": lr_schedule(step)}
-  return state.replace(step=step + 1, params=optax.apply_updates(params, updates), opt_state=opt_state), metrics
+  return TrainState(step + 1, optax.apply_updates(params, updates), opt_state, {"carry": carry}), metrics
 
 
 def eval_chunk(params, state, inputs_BxT, targets_BxT, mask_BxT, *, model):
@@ -87,9 +91,10 @@ def setup(config: ml_collections.ConfigDict) -> loop.Task:
   texts = text_data.load_text(config.dataset, config.data_dir or None, ("train", "validation", "test"))
   vocab = text_data.Vocab.from_text(texts["train"])
   ids = {split: vocab.encode(text) for split, text in texts.items()}
-  if config.seq_len >= len(ids["train"]):
-    raise ConfigError(f"--config.seq_len={config.seq_len} is not shorter than the {len(ids['train']):,} "
-                      f"characters of the train text; use a shorter window")
+  if (config.batch_size + 1) * config.seq_len >= len(ids["train"]):
+    raise ConfigError(f"--config.batch_size={config.batch_size} streams of --config.seq_len={config.seq_len} "
+                      f"characters and a spare window do not fit the {len(ids['train']):,} characters of the train "
+                      f"text; use a smaller batch or window")
   try:
     vocab.encode(config.sample_prompt)  # a prompt the vocabulary cannot encode fails now, not after training
   except ValueError as e:
@@ -101,14 +106,20 @@ def setup(config: ml_collections.ConfigDict) -> loop.Task:
   lr_schedule = optim.schedule(config, config.num_steps, steps_per_epoch=1)  # all steps, even under max_steps
   tx = optim.optimizer(config, lr_schedule)
 
-  # --- Optimizer and state; one seed gives params, dropout and samples.
+  # --- Optimizer and state; one seed gives params, dropout, data order and samples. The state carried from one
+  # training window to the next (truncated BPTT) is part of the train state: a resumed run continues it.
   def init(seed):
     init_key, train_key, sample_key = jax.random.split(jax.random.key(seed), 3)
-    params = model.init(init_key, jnp.zeros((1, config.seq_len), jnp.int32))["params"]
-    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {}), train_key, sample_key
+    tokens_BxT = jnp.zeros((config.batch_size, config.seq_len), jnp.int32)
+    params = model.init(init_key, tokens_BxT)["params"]
+    carry = jax.tree.map(jnp.zeros_like, model.apply({"params": params}, tokens_BxT)[1])
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {"carry": carry}), train_key, sample_key
 
   seed = np.int32(config.seed)
   sharding = parallel.state_shardings(mesh, jax.eval_shape(init, seed)[0], config.param_sharding)
+  # The carried state (layers, batch, hidden) is split like the batch: each device carries its own rows.
+  sharding = sharding.replace(model_state={"carry": jax.tree.map(lambda _: parallel.batch_sharding(mesh, 1),
+                                                                 sharding.model_state["carry"])})
   replicated = parallel.replicated(mesh)
   state, train_key, sample_key = jax.jit(init, out_shardings=(sharding, replicated, replicated))(seed)
 
@@ -116,12 +127,13 @@ def setup(config: ml_collections.ConfigDict) -> loop.Task:
   # each step follows from (seed, step), so a resumed run sees the same data.
   batch = parallel.batch_sharding(mesh)
   train_jit = jax.jit(functools.partial(train_step, model=model, tx=tx, lr_schedule=lr_schedule),
-                      in_shardings=(sharding, batch, replicated), out_shardings=(sharding, replicated),
+                      in_shardings=(sharding, batch, replicated, replicated), out_shardings=(sharding, replicated),
                       donate_argnums=0)
 
   def train_fn(state, step):
-    tokens = text_data.random_windows(ids["train"], config.batch_size, config.seq_len + 1, config.seed, step)
-    return train_jit(state, parallel.to_global(tokens, batch), train_key)
+    tokens, first = text_data.stream_windows(ids["train"], config.batch_size, config.seq_len, config.seed, step)
+    return train_jit(state, parallel.to_global(tokens, batch), parallel.to_global(np.bool_(first), replicated),
+                     train_key)
 
   eval_jit = jax.jit(functools.partial(eval_chunk, model=model))
   eval_fn = lambda params, state, *arrays: eval_jit(params, state, *(parallel.to_global(a, batch) for a in arrays))

@@ -250,6 +250,36 @@ def test_models_choose_the_path_with_config_model_impl(cell):
     with pytest.raises(TypeError, match='impl="scan"'):
       jax.jvp(f("fused"), (variables,), (variables,))
 
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_truncated_bptt_step_continues_the_stream(cell):
+  """train_lm's step carries the final state into the next window (the loss of window 2 is that of the whole text
+  read at once), resets it where `first`, and stops the gradient at the window's start."""
+  import optax
+  from fnets import models, train_lm
+  from fnets.loop import TrainState
+  model = models.create(dict(name="char_lm", embed_dim=4, hidden_size=5, cell=cell), vocab_size=7)
+  tokens = jax.random.randint(jax.random.key(1), (2, 9), 0, 7)  # two windows of 4, sharing character 4
+  params = model.init(jax.random.key(0), tokens[:, :4])["params"]
+  tx = optax.sgd(0.0)  # the params stay, so both steps see the same model
+  carry = jax.tree.map(jnp.zeros_like, model.apply({"params": params}, tokens[:, :4])[1])
+  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {"carry": carry})
+  step = jax.jit(functools.partial(train_lm.train_step, model=model, tx=tx, lr_schedule=lambda s: 0.0))
+  state, _ = step(state, tokens[:, :5], True, jax.random.key(2))
+  continued, metrics = step(state, tokens[:, 4:], False, jax.random.key(2))
+  logits = model.apply({"params": params}, tokens[:, :-1])[0]
+  whole = optax.softmax_cross_entropy_with_integer_labels(logits[:, 4:], tokens[:, 5:]).mean()
+  np.testing.assert_allclose(metrics["loss"], whole, rtol=1e-6)
+  _, reset = step(state, tokens[:, 4:], True, jax.random.key(2))
+  fresh = optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": params}, tokens[:, 4:-1])[0],
+                                                          tokens[:, 5:]).mean()
+  np.testing.assert_allclose(reset["loss"], fresh, rtol=1e-6)
+  assert not np.allclose(metrics["loss"], reset["loss"])
+  # The gradient is that of window 2 alone given the carried state: none flows back into window 1.
+  grads = jax.grad(lambda p, c: optax.softmax_cross_entropy_with_integer_labels(
+      model.apply({"params": p}, tokens[:, 4:-1], c)[0], tokens[:, 5:]).mean())(params, state.model_state["carry"])
+  np.testing.assert_allclose(metrics["grad_norm"], optax.tree.norm(grads), rtol=1e-5)
+
+
 LOOP_NODES = (ast.For, ast.AsyncFor, ast.While, ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ListComp,
               ast.SetComp, ast.DictComp, ast.GeneratorExp)
 

@@ -39,3 +39,21 @@ def test_stream_chunks_predict_every_character_once(n, streams, length):
           previous[s] = x[s, t]
           targets.append(int(y[s, t]))
   assert sorted(targets) == list(ids[1:])
+
+
+def test_stream_windows_carry_each_row_through_its_own_stream():
+  ids = np.arange(1000)
+  per_epoch = (1000 - 1 - 10) // (4 * 10)  # 24 steps of 4 rows × 10 characters
+  batches = [text.stream_windows(ids, 4, 10, seed=0, step=k) for k in range(2 * per_epoch + 1)]
+  assert [first for _, first in batches] == [k % per_epoch == 0 for k in range(2 * per_epoch + 1)]
+  for k, (tokens, first) in enumerate(batches):
+    assert tokens.shape == (4, 11) and np.all(np.diff(tokens, axis=1) == 1) and tokens.max() < 1000
+    if not first:  # each row goes on where it stopped: its last target is the next window's first input
+      np.testing.assert_array_equal(tokens[:, 0], batches[k - 1][0][:, -1])
+  epoch = np.concatenate([t[:, :-1] for t, _ in batches[:per_epoch]], axis=1)
+  assert len(np.unique(epoch)) == epoch.size  # the rows' streams do not overlap
+  assert batches[0][0][0, 0] != batches[per_epoch][0][0, 0]  # a new epoch, new offsets
+  np.testing.assert_array_equal(batches[5][0], text.stream_windows(ids, 4, 10, seed=0, step=5)[0])
+  assert not np.array_equal(batches[5][0], text.stream_windows(ids, 4, 10, seed=1, step=5)[0])
+  with pytest.raises(ValueError, match="fewer than 100 streams of a window of 10"):
+    text.stream_windows(ids, 100, 10, seed=0, step=0)

@@ -1,4 +1,5 @@
-"""Character-level text: a TFDS text dataset (tiny_shakespeare) as integer ids, sampled in random windows."""
+"""Character-level text: a TFDS text dataset (tiny_shakespeare) as integer ids; training windows read as contiguous
+streams (truncated BPTT), random windows for experiments on pure functions, evaluation chunks in order."""
 
 import dataclasses
 
@@ -42,6 +43,25 @@ def random_windows(ids: np.ndarray, batch_size: int, length: int, seed: int, ste
     raise ValueError(f"the text has {len(ids)} characters, fewer than a window of {length}")
   starts = np.random.default_rng([seed, step]).integers(0, len(ids) - length + 1, batch_size)
   return ids[starts[:, None] + np.arange(length)]
+
+
+def stream_windows(ids: np.ndarray, batch_size: int, window: int, seed: int, step: int) -> tuple[np.ndarray, bool]:
+  """Step `step`'s batch for truncated BPTT, as char-rnn trains: (tokens of shape (batch_size, window + 1), first).
+
+  Each epoch cuts the text into `batch_size` contiguous streams, one per batch row, from an offset drawn from
+  (seed, epoch); step k of the epoch gives every row the next `window` characters of its stream (plus the one
+  after, the last target), so a state carried from one step to the next has read the row's text up to the window.
+  `first` is True at an epoch's first step, where the streams start afresh and the carried state is reset.
+  Depends only on (seed, step)."""
+  steps_per_epoch = (len(ids) - 1 - window) // (batch_size * window)
+  if steps_per_epoch < 1:
+    raise ValueError(f"the text has {len(ids):,} characters, fewer than {batch_size} streams of a window of "
+                     f"{window} and a spare window; use a smaller batch or window")
+  epoch, k = divmod(step, steps_per_epoch)
+  stream = steps_per_epoch * window
+  offset = np.random.default_rng([seed, epoch]).integers(0, len(ids) - batch_size * stream)  # ≥ window choices
+  starts = offset + stream * np.arange(batch_size) + k * window
+  return ids[starts[:, None] + np.arange(window + 1)], k == 0
 
 
 def stream_chunks(ids: np.ndarray, num_streams: int, length: int):
