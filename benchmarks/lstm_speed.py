@@ -19,6 +19,9 @@ import os
 import statistics
 import time
 
+# Compile times are measured, so JAX's persistent compilation cache (on by default in fnets) is off here.
+os.environ.setdefault("JAX_ENABLE_COMPILATION_CACHE", "false")
+
 import fnets  # noqa: F401  (XLA flags before JAX starts)
 import flax.linen as nn
 import jax
