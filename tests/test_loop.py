@@ -46,6 +46,16 @@ def test_language_model_resumes_to_the_same_result(mock_tfds, monkeypatch, tmp_p
     assert np.array_equal(a, b)
   assert [(r[0], r[1]) for r in eval_records(workdir)] == [(4, "eval"), (8, "eval"), (8, "test"), (8, "test_best")]
 
+  # Fine-tuning from this run with another batch size: the weights come over, the carried state starts afresh.
+  other = train_lm.setup(config_lib.override(config, ["--config.batch_size=2"])).state
+  params, model_state = runs.restore_weights(workdir, other)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params_at_8)):
+    assert np.array_equal(a, b)
+  assert [np.shape(c) for c in jax.tree.leaves(model_state["carry"])] == [(1, 2, 16)] * 2
+  assert not any(np.any(c) for c in jax.tree.leaves(model_state["carry"]))
+  with pytest.raises(config_lib.ConfigError, match="--config.batch_size=100000 streams of --config.seq_len=16"):
+    train_lm.setup(config_lib.override(config, ["--config.batch_size=100000"]))
+
   stopped = str(tmp_path / "stopped")
   with monkeypatch.context() as patch:
     sigterm_during_step(patch, train_lm, stop_step=4)
