@@ -13,8 +13,8 @@ examples of summed loss → 0.75 for the mean over 512 examples; decay 0.0153 / 
 split: the recipe selects nothing, and the reported figure is the final model's test accuracy.
 
 Cost (benchmarks/cnn_cifar_recipe.py, XLA's count): 612 MFLOP per training image (the previous network: 217),
-1,222 per test image with the 6 TTA views; 8 epochs (776 steps of 512) = 0.243 PFLOP. The step: 3.2 s at batch 512, 96 GFLOP/s,
-0.62-0.63× the same step in PyTorch (benchmarks/cnn_cifar_torch.py, quiet host).
+1,222 per test image with the 6 TTA views; 8 epochs (776 steps of 512) = 0.243 PFLOP. The step: 3.2 s at batch
+512, 96 GFLOP/s, 0.62-0.63× the same step in PyTorch (benchmarks/cnn_cifar_torch.py, quiet host).
 
 Measured (../shared/tfds, whose CIFAR-10 is decoded from JPEG; 2-core x86 CPU, jax 0.10.2, commit f8e0d25):
 seed 0: 90.57% test accuracy (final model, with the TTA), 43m54s for the whole command (148-188 examples/s).
