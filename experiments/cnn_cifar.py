@@ -59,5 +59,5 @@ def get_config() -> ml_collections.ConfigDict:
       name="cnn", whiten_kernel=2, conv_features=(64, 64, 256, 256, 256, 256), kernel_size=3, strides=1,
       padding="SAME", pool_after=(0, 2, 4), pool="max", pool_before_norm=True, global_pool="max",
       activation="gelu", batch_norm=True, norm_scale=False, bn_momentum=0.6, dirac_init=True, dense_features=(),
-      dropout=0.0, logit_scale=1 / 9, logit_bias=False))
+      dropout=0.0, logit_scale=1 / 9, logit_bias=False, kernel_init="torch"))
   return c

@@ -41,8 +41,8 @@ def image_classification() -> ml_collections.ConfigDict:
   c.lr_start_fraction = 0.1  # warmup starts at this fraction of the peak rate
   c.lr_end_fraction = 0.0  # decaying schedules end at this fraction of it
   c.grad_clip_norm = 0.0  # 0: no clipping
-  c.bias_lr_scale = 1.0  # learning-rate multiplier of biases and BN parameters (their weight decay stays)
-  c.decay_biases = False  # weight decay on them too (else kernels only)
+  c.bias_lr_scale = 1.0  # learning-rate multiplier of the BN parameters (their weight decay stays)
+  c.decay_biases = False  # weight decay on biases and BN parameters too (else kernels only)
   c.whiten_bias_epochs = 0.0  # > 0: a patch-whitening layer's bias (model.whiten_kernel) is frozen after these
   # Lookahead-EMA (fnets/optim.py): every lookahead_every steps from lookahead_start_epochs on (0: off), the
   # weights are pulled back to their running average, ρ = lookahead_decay^every · (step / steps)^power.

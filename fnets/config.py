@@ -187,13 +187,13 @@ _POSITIVE_TUPLES = ("model.conv_features", "model.dense_features", "model.hidden
 def _choices() -> dict[str, tuple]:
   from fnets import loop, models, optim, parallel
   from fnets.data import images
-  from fnets.models import layers, lstm, sequence
+  from fnets.models import cnn, layers, lstm, sequence
   return {"task": tuple(loop.TASKS), "optimizer": optim.OPTIMIZERS, "schedule": optim.SCHEDULES, "tta": images.TTA,
           "model.global_pool": ("none", "max", "avg"),
           "dtype": tuple(models.DTYPES), "param_sharding": parallel.PARAM_SHARDINGS,
           "model.name": tuple(models.MODELS), "model.activation": tuple(layers.ACTIVATIONS),
           "model.pool": ("max", "avg"), "model.cell": tuple(sequence.CELLS), "model.padding": ("SAME", "VALID"),
-          "model.impl": lstm.IMPLS}
+          "model.impl": lstm.IMPLS, "model.kernel_init": tuple(cnn.KERNEL_INITS)}
 
 
 def check(config: ml_collections.ConfigDict) -> None:

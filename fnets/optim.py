@@ -1,7 +1,8 @@
 """Optax optimizers and learning-rate schedules chosen by config.
 
-Beyond the optimizer itself (all off by default): a learning-rate multiplier for biases (`bias_lr_scale`, as
-airbench scales its BN biases' rate by 64) with or without their weight decay (`decay_biases`), frozen parameters
+Beyond the optimizer itself (all off by default): a learning-rate multiplier for batch-norm parameters
+(`bias_lr_scale`, as airbench scales its BN biases' rate by 64), weight decay on the 1-D parameters (biases, BN
+shifts and scales) too (`decay_biases`), frozen parameters
 (set from data at init, e.g. the CNN's patch-whitening kernel), and `lookahead`: every few steps the weights are
 pulled back to a running average of themselves, which is what gets evaluated and saved. All state lives in the
 optimizer state, so a resumed run continues exactly."""
@@ -46,6 +47,11 @@ def _bias_mask(params):
   return jax.tree.map(lambda p: p.ndim <= 1, params)
 
 
+def _norm_mask(params):
+  """Batch-norm shifts and scales: the parameters of Flax's `BatchNorm_*` modules."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: any("BatchNorm" in str(k) for k in path), params)
+
+
 def _path_mask(paths):
   """True for the leaves whose path ("Whiten/kernel", as runs.by_path names them) is in `paths`."""
   name = lambda path: jax.tree_util.keystr(path, simple=True, separator="/")
@@ -56,14 +62,17 @@ def optimizer(config, learning_rate: optax.Schedule, *, frozen: Mapping[str, int
               total_steps: int = 1, steps_per_epoch: int = 1) -> optax.GradientTransformation:
   """SGD (momentum, Nesterov) with L2 weight decay, Adam (L2), or AdamW (decoupled decay); optional clipping.
 
-  `config.bias_lr_scale` multiplies the step of the 1-D parameters; their weight decay (with `decay_biases`)
-  stays that of the kernels in absolute terms (decay / scale, then scaled). `frozen` maps parameter paths to the
+  `config.bias_lr_scale` multiplies the step of the batch-norm parameters (airbench's: not the other biases);
+  `decay_biases` decays all 1-D parameters as the kernels are, in absolute terms (BN's by decay / scale, then
+  scaled). `frozen` maps parameter paths to the
   number of steps they train before they are frozen (0: never trained). `config.lookahead_every` > 0 wraps it
   all in `lookahead` (see there), from `lookahead_start_epochs` on."""
   kind, wd = config.optimizer, config.weight_decay
   bias_scale = config.get("bias_lr_scale", 1.0)
   # Biases' decay, before the scale; only when asked, so that the default's optimizer state stays as it was.
-  bias_decay = [optax.add_decayed_weights(wd / bias_scale, _bias_mask)] if config.get("decay_biases") else []
+  other_biases = lambda params: jax.tree.map(lambda b, n: b and not n, _bias_mask(params), _norm_mask(params))
+  bias_decay = [optax.add_decayed_weights(wd / bias_scale, _norm_mask),
+                optax.add_decayed_weights(wd, other_biases)] if config.get("decay_biases") else []
   if kind == "sgd":
     tx = optax.chain(optax.add_decayed_weights(wd, _decay_mask), *bias_decay,
                      optax.sgd(learning_rate, config.momentum or None, nesterov=config.nesterov))
@@ -77,7 +86,7 @@ def optimizer(config, learning_rate: optax.Schedule, *, frozen: Mapping[str, int
   else:
     raise ValueError(f"unknown optimizer {kind!r}; choose one of {OPTIMIZERS}")
   if bias_scale != 1.0:
-    tx = optax.chain(tx, optax.masked(optax.scale(bias_scale), _bias_mask))
+    tx = optax.chain(tx, optax.masked(optax.scale(bias_scale), _norm_mask))
   if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
   if config.get("lookahead_every"):

@@ -60,6 +60,20 @@ def test_cnn_airbench_options():
   assert not np.allclose(apply(models.CNN(**{**kw, "pool_before_norm": False}), variables, x), logits)
 
 
+def test_cnn_kernel_init_torch_is_pytorchs_default():
+  kw = dict(conv_features=(64,), dense_features=(32,), num_classes=10, dirac_init=True)
+  init = lambda **k: models.CNN(**kw, **k).init(jax.random.key(0), jnp.zeros((1, 8, 8, 16)), train=False)["params"]
+  torch_init, flax_init = init(kernel_init="torch"), init()
+  for name, fan_in in (("Conv_0", 3 * 3 * 16), ("Dense_0", 8 * 8 * 64), ("Dense_1", 32)):
+    random = lambda p: np.asarray(p[name]["kernel"])[..., 16 if name == "Conv_0" else 0:]  # (Conv_0's first 16: Dirac)
+    assert np.abs(random(torch_init)).max() <= 1 / np.sqrt(fan_in)  # U(±1/√fan_in)
+    np.testing.assert_allclose(random(torch_init).var(), 1 / (3 * fan_in), rtol=0.15)
+    np.testing.assert_allclose(random(flax_init).var(), 1 / fan_in, rtol=0.15)
+  np.testing.assert_array_equal(np.asarray(torch_init["Conv_0"]["kernel"])[1, 1, :, :16], np.eye(16))
+  with pytest.raises(ValueError, match="kernel_init must be one of"):
+    init(kernel_init="he")
+
+
 def test_patch_whitening_decorrelates_patches():
   rng = np.random.default_rng(0)
   # Correlated channels and neighbouring pixels: a smoothed random image with mixed channels.

@@ -36,7 +36,7 @@ def quadratic_params():
 
 def one_update(cfg, grads):
   tx = optim.optimizer(cfg, cfg.learning_rate)
-  params = quadratic_params()
+  params = jax.tree.map(jnp.ones_like, grads)
   updates, _ = tx.update(grads, tx.init(params), params)
   return updates
 
@@ -72,11 +72,13 @@ def test_schedule_start_and_end_fractions():
 
 
 def test_bias_lr_scale_keeps_the_bias_decay_and_frozen_paths_get_no_update():
-  grads = {"kernel": jnp.full((2, 2), 3.0), "bias": jnp.full(2, 4.0)}
+  grads = {"kernel": jnp.full((2, 2), 3.0), "bias": jnp.full(2, 4.0), "BatchNorm_0": {"bias": jnp.full(2, 5.0)}}
   cfg = config(momentum=0.0, nesterov=False, weight_decay=0.1, bias_lr_scale=8.0, decay_biases=True)
   updates = one_update(cfg, grads)
   np.testing.assert_allclose(updates["kernel"], -(3.0 + 0.1))
-  np.testing.assert_allclose(updates["bias"], -(8 * 4.0 + 0.1), rtol=1e-6)  # 8× the step, the same decay
+  np.testing.assert_allclose(updates["bias"], -(4.0 + 0.1), rtol=1e-6)  # a conv/dense bias: the kernels' rate
+  np.testing.assert_allclose(updates["BatchNorm_0"]["bias"], -(8 * 5.0 + 0.1), rtol=1e-6)  # 8× the step, same decay
+  grads = {"kernel": grads["kernel"], "bias": grads["bias"]}
   tx = optim.optimizer(config(), 1.0, frozen={"kernel": 0, "bias": 2})
   params = quadratic_params()
   state = tx.init(params)

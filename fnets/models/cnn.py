@@ -13,6 +13,10 @@ Options of the fast CIFAR-10 recipes (airbench, arXiv 2404.00498), each off by d
   dirac_init              filter j < min(C_in, C_out) of each conv starts as the identity of input channel j (the
                           others keep their random init): each conv starts close to passing its input through.
   logit_scale, logit_bias the logits are `logit_scale · (W x [+ b])`; airbench uses 1/9 and no bias.
+  kernel_init             of the conv and dense kernels: "lecun_normal" (Flax's default, variance 1/fan_in) or
+                          "torch" (PyTorch's default, U(±1/√fan_in): variance 1/(3·fan_in)). Under BN a kernel's
+                          scale sets its effective step size (lr/‖w‖²), so a recipe tuned in PyTorch (airbench)
+                          needs PyTorch's init.
 """
 
 from collections.abc import Sequence
@@ -27,6 +31,9 @@ from fnets.models.layers import activation
 # Parameters set at init from the data and never trained: path → they are frozen by fnets/optim.py.
 WHITEN = "Whiten"
 FROZEN_PATHS = (f"{WHITEN}/kernel",)
+
+KERNEL_INITS = {"lecun_normal": nn.linear.default_kernel_init,
+                "torch": nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")}
 
 
 def _per_layer(value, n: int, name: str) -> tuple:
@@ -91,6 +98,7 @@ class CNN(nn.Module):
   dirac_init: bool = False
   logit_scale: float = 1.0
   logit_bias: bool = True
+  kernel_init: str = "lecun_normal"
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -102,6 +110,8 @@ class CNN(nn.Module):
       raise ValueError(f"pool must be 'max' or 'avg', not {self.pool!r}")
     if self.global_pool not in ("none", "max", "avg"):
       raise ValueError(f"global_pool must be 'none', 'max' or 'avg', not {self.global_pool!r}")
+    if self.kernel_init not in KERNEL_INITS:
+      raise ValueError(f"kernel_init must be one of {sorted(KERNEL_INITS)}, not {self.kernel_init!r}")
     pool = nn.max_pool if self.pool == "max" else nn.avg_pool
     act = activation(self.activation)
     x = x_BHWC.astype(self.dtype)
@@ -110,8 +120,8 @@ class CNN(nn.Module):
       # Zeros until fnets/train.py sets the kernel from the training images' patches.
       x = act(nn.Conv(2 * k * k * C, (k, k), padding="VALID", kernel_init=nn.initializers.zeros, dtype=self.dtype,
                       name=WHITEN)(x))
-    conv_init = nn.linear.default_kernel_init
-    conv_init = dirac(conv_init) if self.dirac_init else conv_init
+    kernel_init = KERNEL_INITS[self.kernel_init]
+    conv_init = dirac(kernel_init) if self.dirac_init else kernel_init
     w = self.pool_window
     for layer, (features, k, s) in enumerate(zip(self.conv_features, kernels, strides)):
       # No conv bias under batch norm: BN's own shift replaces it.
@@ -130,9 +140,9 @@ class CNN(nn.Module):
       x = (jnp.max if self.global_pool == "max" else jnp.mean)(x, axis=(1, 2))
     x = x.reshape(x.shape[0], -1)  # flatten
     for features in self.dense_features:
-      x = act(nn.Dense(features, dtype=self.dtype)(x))
+      x = act(nn.Dense(features, kernel_init=kernel_init, dtype=self.dtype)(x))
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    logits_BxC = nn.Dense(self.num_classes, use_bias=self.logit_bias, dtype=self.dtype)(x)
+    logits_BxC = nn.Dense(self.num_classes, use_bias=self.logit_bias, kernel_init=kernel_init, dtype=self.dtype)(x)
     if self.logit_scale != 1.0:
       logits_BxC = logits_BxC * self.logit_scale
     return logits_BxC.astype(jnp.float32)
