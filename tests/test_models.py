@@ -5,11 +5,12 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import flax.linen as nn
 import pytest
 
 from experiments import cnn_cifar, cnn_mnist, mlp_mnist
 from fnets import models
-from fnets.models import cnn
+from fnets.models import cnn, layers
 
 
 def param_count(tree):
@@ -147,3 +148,20 @@ def test_models_are_pure_functions_under_vmap_and_grad():
   assert out.shape == (4, 2, 3)
   grads = jax.grad(lambda v: model.apply(v, x, train=False).sum())(jax.tree.map(lambda a: a[0], stacked))
   assert jax.tree.structure(grads) == jax.tree.structure(jax.tree.map(lambda a: a[0], stacked))
+
+
+@pytest.mark.parametrize("shape, window", [((2, 7, 9, 3), 2), ((2, 9, 8, 2), 3)])
+def test_max_pool_has_flaxs_values_and_gradients_under_every_transformation(shape, window):
+  x = jax.random.normal(jax.random.key(0), shape)
+  x = x.at[0, :2 * window, :2 * window].set(1.0)  # 4 windows of ties: select-and-scatter gives one pixel each
+  reference = lambda x: nn.max_pool(x, (window, window), (window, window))
+  pool = lambda x: layers.max_pool(x, window)
+  loss = lambda p: lambda x: jnp.sum(jnp.sin(p(x)) * (1 + jnp.arange(p(x).size).reshape(p(x).shape)))
+  np.testing.assert_array_equal(pool(x), reference(x))
+  np.testing.assert_array_equal(jax.jit(jax.grad(loss(pool)))(x), jax.grad(loss(reference))(x))
+  assert np.sum(jax.grad(loss(pool))(x)[0, :2 * window, :2 * window] != 0) == 4 * x.shape[-1]
+  t = jax.random.normal(jax.random.key(1), shape)
+  np.testing.assert_array_equal(jax.jvp(pool, (x,), (t,))[1], jax.jvp(reference, (x,), (t,))[1])
+  np.testing.assert_array_equal(jax.vmap(pool)(x[:, None]), reference(x)[:, None])
+  hvp = lambda p: jax.jvp(jax.grad(loss(p)), (x,), (t,))[1]
+  np.testing.assert_allclose(hvp(pool), hvp(reference), rtol=1e-6, atol=1e-6)

@@ -19,6 +19,7 @@ Options of the fast CIFAR-10 recipes (airbench, arXiv 2404.00498), each off by d
                           needs PyTorch's init.
 """
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -26,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnets.models.layers import activation
+from fnets.models.layers import activation, max_pool
 
 # Parameters set at init from the data and never trained: path → they are frozen by fnets/optim.py.
 WHITEN = "Whiten"
@@ -112,7 +113,9 @@ class CNN(nn.Module):
       raise ValueError(f"global_pool must be 'none', 'max' or 'avg', not {self.global_pool!r}")
     if self.kernel_init not in KERNEL_INITS:
       raise ValueError(f"kernel_init must be one of {sorted(KERNEL_INITS)}, not {self.kernel_init!r}")
-    pool = nn.max_pool if self.pool == "max" else nn.avg_pool
+    w = self.pool_window
+    pool = functools.partial(max_pool, window=w) if self.pool == "max" else (
+        lambda x: nn.avg_pool(x, (w, w), (w, w)))
     act = activation(self.activation)
     x = x_BHWC.astype(self.dtype)
     if self.whiten_kernel:
@@ -122,20 +125,19 @@ class CNN(nn.Module):
                       name=WHITEN)(x))
     kernel_init = KERNEL_INITS[self.kernel_init]
     conv_init = dirac(kernel_init) if self.dirac_init else kernel_init
-    w = self.pool_window
     for layer, (features, k, s) in enumerate(zip(self.conv_features, kernels, strides)):
       # No conv bias under batch norm: BN's own shift replaces it.
       x = nn.Conv(features, (k, k), (s, s), self.padding, use_bias=not self.batch_norm, kernel_init=conv_init,
                   dtype=self.dtype)(x)
       pooled = layer in self.pool_after
       if pooled and self.pool_before_norm:
-        x = pool(x, (w, w), (w, w))
+        x = pool(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, use_scale=self.norm_scale,
                          dtype=self.dtype)(x)
       x = act(x)
       if pooled and not self.pool_before_norm:
-        x = pool(x, (w, w), (w, w))
+        x = pool(x)
     if self.global_pool != "none":
       x = (jnp.max if self.global_pool == "max" else jnp.mean)(x, axis=(1, 2))
     x = x.reshape(x.shape[0], -1)  # flatten
