@@ -47,7 +47,7 @@ def build(config, batch_size: int):
   labels = rng.integers(0, 10, batch_size).astype(np.int32)
   indices = np.arange(batch_size, dtype=np.int32)
   mean_C, std_C = np.full(3, 120, np.float32), np.full(3, 64, np.float32)
-  model = models.create(config.model, num_classes=10)
+  model = models.create(config.model, num_classes=10, dtype=models.compute_dtype(config.dtype))
   variables = model.init(jax.random.key(0), images[:1], train=False)
   params = variables["params"]
   if k := config.model.get("whiten_kernel", 0):
