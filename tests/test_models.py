@@ -56,8 +56,6 @@ def test_cnn_airbench_options():
   variables = {**variables, "params": {**params, "Whiten": whiten}}
   logits = apply(model, variables, x)
   assert np.all(np.isfinite(logits)) and np.std(logits) > 0
-  grads = jax.grad(lambda p: jnp.sum(apply(model, {**variables, "params": p}, x) ** 2))(variables["params"])
-  assert not np.any(grads["Whiten"]["kernel"]) and np.any(grads["Whiten"]["bias"])  # the kernel never trains
   np.testing.assert_allclose(apply(models.CNN(**kw, logit_scale=1 / 9), variables, x), logits / 9, rtol=1e-6)
   # 16 -2 VALID-> 15 -conv, pool-> 7 -> 7 -conv, pool-> 3 -global max-> 1: pooling before BN changes the result.
   assert not np.allclose(apply(models.CNN(**{**kw, "pool_before_norm": False}), variables, x), logits)

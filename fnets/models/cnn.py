@@ -120,12 +120,9 @@ class CNN(nn.Module):
     x = x_BHWC.astype(self.dtype)
     if self.whiten_kernel:
       k, C = self.whiten_kernel, x.shape[-1]
-      # Zeros until fnets/train.py sets the kernel from the training images' patches. Never trained, so no
-      # gradient is computed for it (XLA:CPU would spend a 31×31-window convolution on one that is thrown away).
-      frozen_conv = lambda x, kernel, *args, **kwargs: jax.lax.conv_general_dilated(
-          x, jax.lax.stop_gradient(kernel), *args, **kwargs)
+      # Zeros until fnets/train.py sets the kernel from the training images' patches.
       x = act(nn.Conv(2 * k * k * C, (k, k), padding="VALID", kernel_init=nn.initializers.zeros, dtype=self.dtype,
-                      conv_general_dilated=frozen_conv, name=WHITEN)(x))
+                      name=WHITEN)(x))
     kernel_init = KERNEL_INITS[self.kernel_init]
     conv_init = dirac(kernel_init) if self.dirac_init else kernel_init
     for layer, (features, k, s) in enumerate(zip(self.conv_features, kernels, strides)):
