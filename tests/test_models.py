@@ -150,8 +150,8 @@ def test_models_are_pure_functions_under_vmap_and_grad():
   assert jax.tree.structure(grads) == jax.tree.structure(jax.tree.map(lambda a: a[0], stacked))
 
 
-@pytest.mark.parametrize("shape, window", [((2, 7, 9, 3), 2), ((2, 9, 8, 2), 3)])
-def test_max_pool_has_flaxs_values_and_gradients_under_every_transformation(shape, window):
+def test_max_pool_has_flaxs_values_and_gradients_under_every_transformation():
+  shape, window = (2, 9, 11, 3), 3  # (odd sizes: the last rows and columns are dropped)
   x = jax.random.normal(jax.random.key(0), shape)
   x = x.at[0, :2 * window, :2 * window].set(1.0)  # 4 windows of ties: select-and-scatter gives one pixel each
   reference = lambda x: nn.max_pool(x, (window, window), (window, window))
