@@ -14,7 +14,7 @@ over 512 examples; decay 0.0153 / 11.5 of the rate). No held-out split: the reci
 reported figure is the final model's test accuracy.
 
 Cost (benchmarks/cnn_cifar_recipe.py, XLA's count): 612 MFLOP per training image (the previous network: 217),
-1,222 per test image with the 6 TTA views; 8 epochs (776 steps of 512) = 0.243 PFLOP. The step: 2.7 s at batch
+1,222 per test image with the 6 TTA views; 8 epochs (776 steps of 512) = 0.243 PFLOP. The step: 2.3-2.7 s at batch
 512, 117-134 GFLOP/s, 0.78-0.81× the same step in PyTorch (benchmarks/cnn_cifar_torch.py, two runs, quiet host).
 
 Measured (../shared/tfds, whose CIFAR-10 is decoded from JPEG; 2-core x86 CPU, jax 0.10.2; test accuracy of the
