@@ -69,27 +69,45 @@ def build(config, batch_size: int):
   return step, state, args, train_flops, test_flops / batch_size
 
 
+def stepping(step, state, args):
+  """A function of no arguments that runs `step` once on its own state (the state is donated and replaced)."""
+  box = [state]
+
+  def run():
+    box[0], metrics = step(box[0], *args)
+    return metrics
+  return run
+
+
+def interleaved(runs: dict, rounds: int, steps: int) -> dict:
+  """Seconds per call of each `runs[name]()` (one call, one step), timed in rounds of `steps` calls that take
+  turns, A, B, A, B, ...: the machine's drift in speed hits all alike. The callers warm them up first."""
+  times = {name: [] for name in runs}
+  for _ in range(rounds):
+    for name, run in runs.items():
+      t0 = time.perf_counter()
+      for _ in range(steps):
+        out = run()
+      jax.block_until_ready(out)
+      times[name].append((time.perf_counter() - t0) / steps)
+  return times
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--batch_size", type=int, default=512)
   args = parser.parse_args()
-  nets = {}
+  nets, runs = {}, {}
   for name, config in (("recipe", cnn_cifar.get_config()), ("previous", previous_config())):
     step, state, step_args, train_flops, test_flops = build(config, args.batch_size)
+    runs[name] = stepping(step, state, step_args)
     for _ in range(2):  # compile and warm up
-      state, metrics = step(state, *step_args)
-    jax.block_until_ready(metrics)
-    nets[name] = dict(step=step, state=state, args=step_args, train_flops=train_flops, test_flops=test_flops,
-                      times=[], epochs=config.num_epochs)
-  for _ in range(args.rounds):  # interleaved: drift of the machine's speed hits both alike
-    for net in nets.values():
-      t0 = time.perf_counter()
-      for _ in range(args.steps):
-        net["state"], metrics = net["step"](net["state"], *net["args"])
-      jax.block_until_ready(metrics)
-      net["times"].append((time.perf_counter() - t0) / args.steps)
+      jax.block_until_ready(runs[name]())
+    nets[name] = dict(train_flops=train_flops, test_flops=test_flops, epochs=config.num_epochs)
+  for name, times in interleaved(runs, args.rounds, args.steps).items():
+    nets[name]["times"] = times
   print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, batch {args.batch_size}, {args.rounds} rounds of "
         f"{args.steps} steps")
   for name, net in nets.items():

@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
@@ -19,7 +18,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from cnn_cifar_recipe import build
+from cnn_cifar_recipe import build, interleaved, stepping
 from experiments import cnn_cifar
 from fnets.models import cnn
 
@@ -54,20 +53,14 @@ def main():
   bf16 = cnn_cifar.get_config()
   bf16.dtype = "bfloat16"
   steps["bfloat16"] = build(bf16, args.batch_size)
-  states, results = {}, {}
+  runs, results = {}, {}
   for name, (step, state, step_args, _, _) in steps.items():  # compile, warm up
     for _ in range(2):
       state, metrics = step(state, *step_args)
-    states[name], results[name] = state, jax.device_get((state.params, metrics))
+    results[name] = jax.device_get((state.params, metrics))
+    runs[name] = stepping(step, state, step_args)
   same = all(np.array_equal(a, b) for a, b in zip(*(jax.tree.leaves(results[k]) for k in ("fnets", "flax max_pool"))))
-  times = {name: [] for name in steps}
-  for _ in range(args.rounds):
-    for name, (step, _, step_args, _, _) in steps.items():
-      t0 = time.perf_counter()
-      for _ in range(args.steps):
-        states[name], metrics = step(states[name], *step_args)
-      jax.block_until_ready(metrics)
-      times[name].append((time.perf_counter() - t0) / args.steps)
+  times = interleaved(runs, args.rounds, args.steps)
   print(f"cnn_cifar train step, batch {args.batch_size}, {args.rounds} interleaved rounds of {args.steps} steps; "
         f"jax {jax.__version__}")
   print(f"  after 2 steps, the flax-max_pool step's weights and metrics equal fnets' bit for bit: {same}")

@@ -15,7 +15,6 @@ per-round ratios. The first steps of each (compiling, warm-up) are not timed.
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
@@ -24,7 +23,7 @@ import fnets  # noqa: F401  (XLA flags before JAX starts)
 import jax
 import numpy as np
 
-from cnn_cifar_recipe import build
+from cnn_cifar_recipe import build, interleaved, stepping
 from experiments import cnn_cifar
 
 
@@ -91,21 +90,11 @@ def main():
   config = cnn_cifar.get_config()
   fnets_step, state, step_args, train_flops, _ = build(config, args.batch_size)
   torch_run, torch_version = torch_step(config, args.batch_size)
+  runs = {"fnets": stepping(fnets_step, state, step_args), "torch": torch_run}
   for _ in range(2):  # compile and warm up
-    state, metrics = fnets_step(state, *step_args)
-    torch_run()
-  jax.block_until_ready(metrics)
-  times = {"fnets": [], "torch": []}
-  for _ in range(args.rounds):
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-      state, metrics = fnets_step(state, *step_args)
-    jax.block_until_ready(metrics)
-    times["fnets"].append((time.perf_counter() - t0) / args.steps)
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-      torch_run()
-    times["torch"].append((time.perf_counter() - t0) / args.steps)
+    for run in runs.values():
+      jax.block_until_ready(run())
+  times = interleaved(runs, args.rounds, args.steps)
   print(f"cnn_cifar train step, batch {args.batch_size}, {args.rounds} rounds of {args.steps} steps; jax "
         f"{jax.__version__}, torch {torch_version} (2 threads, channels_last); {train_flops / 1e6:.0f} MFLOP per "
         f"training image (XLA's count)")
