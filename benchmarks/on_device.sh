@@ -39,8 +39,7 @@ part lstm_step 120 python benchmarks/lstm_speed.py --quick
 DATA=${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}
 if [ -d "$DATA/cifar10" ]; then
   WORKDIR="$LOGS/cnn_cifar"
-  part cnn_cifar "$((RUN_SECONDS + 60))" bash -c \
-    "timeout -s TERM $RUN_SECONDS python launch.py --experiment=cnn_cifar --workdir='$WORKDIR'; rc=\$?; [ \$rc = 124 ] && rc=0; exit \$rc"
+  part cnn_cifar "$RUN_SECONDS" python launch.py --experiment=cnn_cifar --workdir="$WORKDIR"
   grep -E '^\[(train|test)\]' "$LOGS/cnn_cifar.log" | tail -4
 else
   STATUS[cnn_cifar]="skipped: no cifar10 in $DATA"
@@ -50,7 +49,8 @@ echo "== summary (logs in $LOGS)"
 failed=0
 for name in tests cnn_step lstm_step cnn_cifar; do
   echo "  $name: ${STATUS[$name]}"
-  [[ ${STATUS[$name]} == "exit 0,"* || ${STATUS[$name]} == skipped* ]] || failed=1
+  # (the run's stop at its time limit, exit 124 of `timeout`, is the plan: it saved its checkpoint)
+  [[ ${STATUS[$name]} == "exit 0,"* || ${STATUS[$name]} == skipped* || ( $name == cnn_cifar && ${STATUS[$name]} == "exit 124,"* ) ]] || failed=1
 done
 grep -hE 'passed|failed' "$LOGS/tests.log" | tail -1
 grep -hE 'ms/step' "$LOGS/cnn_step.log"
