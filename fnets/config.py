@@ -14,21 +14,15 @@ from collections.abc import Sequence
 
 import ml_collections
 
-EXPERIMENTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+from fnets.errors import ConfigError
 
-
-class UsageError(Exception):
-  """A user's mistake (config, flags, data, workdir): launch.py prints the message as one line and exits 2.
-  The message names the problem and the fix. Anything else is a bug and keeps its traceback."""
-
-
-class ConfigError(UsageError):
-  """A config field or value that does not exist or does not fit."""
+EXPERIMENTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments")
 
 
 # --- Loading: PATH.py[:ARG] and the --experiment=NAME[:ARG] short form.
 
 def experiment_names() -> list[str]:
+  """The experiments shipped in fnets/experiments/ (common.py holds the fields they share)."""
   return sorted(f[:-3] for f in os.listdir(EXPERIMENTS_DIR) if f.endswith(".py") and not f.startswith("_")
                 and f != "common.py")
 
@@ -162,84 +156,49 @@ def from_json(recorded: dict) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(fix(recorded))
 
 
-# --- Checks: every field's range and choices, before anything is written or read.
+# --- Checks: helpers for the `check(config)` of each module that reads fields (the loop combines them). A field
+# the config does not have is skipped: each task has its own fields.
 
 # Fields a run may change between starts: they do not change its result (a smoke run with max_steps can be
 # continued into the full run; a resumed run may log or save more often).
 FREE_FIELDS = ("data_dir", "max_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
                "eval_batch_size", "sample_prompt", "sample_length", "sample_temperature", "profile_steps")
 
-_POSITIVE_INT = ("batch_size", "eval_batch_size", "num_epochs", "num_steps", "seq_len", "log_every_steps",
-                 "eval_every_steps", "eval_streams", "keep_checkpoints", "ensemble_size", "sample_length",
-                 "model.hidden_size", "model.num_layers", "model.embed_dim", "model.kernel_size", "model.strides",
-                 "model.pool_window", "model.unroll")
-_NON_NEGATIVE_INT = ("lookahead_every", "model.whiten_kernel")
-_NON_NEGATIVE = ("max_steps", "checkpoint_every_steps", "crop_padding", "weight_decay", "grad_clip_norm",
-                 "warmup_epochs", "whiten_bias_epochs", "lookahead_start_epochs", "lookahead_decay_power")
-_POSITIVE = ("learning_rate", "sample_temperature", "bias_lr_scale", "model.logit_scale")
-_FRACTION = ("momentum", "label_smoothing", "model.dropout", "model.bn_momentum", "lookahead_decay")  # in [0, 1)
-_UNIT = ("lr_start_fraction", "lr_end_fraction")  # in [0, 1]
-_BOOL = ("augment", "flip", "alternating_flip", "nesterov", "decay_biases", "model.batch_norm",
-         "model.pool_before_norm", "model.norm_scale", "model.dirac_init", "model.logit_bias")
-_POSITIVE_TUPLES = ("model.conv_features", "model.dense_features", "model.hidden_features")
+_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+RULES = {  # name → (test of one value, what the message says)
+    "positive_int": (lambda v: _int(v) and v > 0, "must be a positive integer"),
+    "int>=0": (lambda v: _int(v) and v >= 0, "must be an integer ≥ 0"),
+    ">0": (lambda v: v > 0, "must be > 0"),
+    ">=0": (lambda v: v >= 0, "must be ≥ 0"),
+    "[0,1)": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "[0,1]": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "bool": (lambda v: isinstance(v, bool), "must be true or false"),
+}
 
 
-def _choices() -> dict[str, tuple]:
-  from fnets import loop, models, optim, parallel
-  from fnets.data import images
-  from fnets.models import cnn, layers, lstm, sequence
-  return {"task": tuple(loop.TASKS), "optimizer": optim.OPTIMIZERS, "schedule": optim.SCHEDULES, "tta": images.TTA,
-          "model.global_pool": ("none", "max", "avg"),
-          "dtype": tuple(models.DTYPES), "param_sharding": parallel.PARAM_SHARDINGS,
-          "model.name": tuple(models.MODELS), "model.activation": tuple(layers.ACTIVATIONS),
-          "model.pool": ("max", "avg"), "model.cell": tuple(sequence.CELLS), "model.padding": ("SAME", "VALID"),
-          "model.impl": lstm.IMPLS, "model.kernel_init": tuple(cnn.KERNEL_INITS)}
+def fail(config, name: str, why: str):
+  raise ConfigError(f"--config.{name}={get(config, name)!r}: {why}")
 
 
-def check(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError naming the first field whose value is out of range or not one of its choices."""
-  present = set(fields(config))
+def has(config, name: str) -> bool:
+  try:
+    get(config, name)
+    return True
+  except (KeyError, AttributeError):
+    return False
 
-  def bad(name, why):
-    raise ConfigError(f"--config.{name}={get(config, name)!r}: {why}")
 
-  for name, choices in _choices().items():
-    if name in present and get(config, name) not in choices:
-      bad(name, f"unknown choice; choose one of: {', '.join(map(str, choices))}")
-  for name in present:
-    value = get(config, name)
-    values = value if isinstance(value, (tuple, list)) else (value,)
-    if name in _POSITIVE_INT and not all(isinstance(v, int) and v > 0 for v in values):
-      bad(name, "must be a positive integer")
-    if name in _NON_NEGATIVE_INT and not all(isinstance(v, int) and v >= 0 for v in values):
-      bad(name, "must be an integer ≥ 0")
-    if name in _NON_NEGATIVE and not all(v >= 0 for v in values):
-      bad(name, "must be ≥ 0")
-    if name in _UNIT and not all(0 <= v <= 1 for v in values):
-      bad(name, "must be in [0, 1]: a fraction of the peak learning rate")
-    if name in _BOOL and not isinstance(value, bool):
-      bad(name, "must be true or false")
-    if name in _POSITIVE and not all(v > 0 for v in values):
-      bad(name, "must be > 0")
-    if name in _FRACTION and not all(0 <= v < 1 for v in values):
-      bad(name, "must be in [0, 1)")
-    if name in _POSITIVE_TUPLES and not all(isinstance(v, int) and v > 0 for v in values):
-      bad(name, "must be positive integers")
-  if config.get("alternating_flip") and not (config.augment and config.flip):
-    bad("alternating_flip", "flips the training images: it needs --config.augment=true and --config.flip=true")
-  if "validation_percent" in present and not 0 <= config.validation_percent < 100:
-    bad("validation_percent", "must be in [0, 100): the percent of the train split held out for validation")
-  if config.get("profile_steps"):
-    start, sep, stop = config.profile_steps.partition(":")
-    if not (sep and start.isdigit() and stop.isdigit() and int(start) < int(stop)):
-      bad("profile_steps", 'write "A:B" with 0 ≤ A < B: the steps A..B-1 are traced')
-  if config.get("init_from") and not os.path.isdir(os.path.expanduser(config.init_from)):
-    bad("init_from", "no such directory; give a run's workdir or WORKDIR/checkpoints/STEP")
-  if "model.pool_after" in present:
-    n = len(config.model.conv_features)
-    if not all(isinstance(i, int) and 0 <= i < n for i in config.model.pool_after):
-      bad("model.pool_after", f"must index the conv layers, 0..{n - 1}")
-  for name in ("model.kernel_size", "model.strides"):
-    value = get(config, name) if name in present else None
-    if isinstance(value, (tuple, list)) and len(value) != len(config.model.conv_features):
-      bad(name, f"give one value or one per conv layer ({len(config.model.conv_features)})")
+def require(config, rule: str, *names: str) -> None:
+  """Raises ConfigError for the first of `names` whose value (each value of a tuple) breaks `rule` (RULES)."""
+  test, why = RULES[rule]
+  for name in names:
+    if has(config, name):
+      value = get(config, name)
+      values = value if isinstance(value, (tuple, list)) else (value,)
+      if not all(isinstance(v, (int, float)) and test(v) if rule != "bool" else test(v) for v in values):
+        fail(config, name, why)
+
+
+def one_of(config, name: str, choices) -> None:
+  if has(config, name) and get(config, name) not in choices:
+    fail(config, name, f"unknown choice; choose one of: {', '.join(map(str, choices))}")

@@ -1,10 +1,12 @@
-"""The one training loop: `train_and_evaluate(config, workdir)` for every experiment, from launch.py or a notebook.
+"""The one training loop: `train_and_evaluate(config, workdir)` for every experiment, from the launcher or a
+notebook; `evaluate_checkpoint` and `export` for a finished run. Each begins with `check(config)`.
 
-A trainer (`fnets/train.py` for image classification, `fnets/train_lm.py` for character language models) builds
-a `Task`: the initial state, a jitted step, an evaluation of a split, and when to evaluate. Everything else, in
-this order, is here:
+A task module (fnets/tasks/: `classify` for images, `char_lm` for character language models) builds a `Task`:
+the initial state, a jitted step, an evaluation of a split, and when to evaluate. Everything else, in this order,
+is here:
 
-  setup (data, model, state; nothing written) → start record → restore the latest checkpoint
+  check (the config's fields and the workdir; nothing read or written) → setup (data, model, state; nothing
+  written) → start record → restore the latest checkpoint
   → loop: train step; every log_every_steps a "train" record; every eval_every_steps an evaluation on the
     held-out split (its metric picks the best checkpoint) and a save; a stop signal, agreed by all processes,
     saves and raises runs.Preempted
@@ -12,53 +14,37 @@ this order, is here:
     checkpoint ("test_best").
 """
 
-import dataclasses
-import importlib
 import os
-from collections.abc import Callable
-from typing import Any
 
-import flax
 import jax
 import ml_collections
 import numpy as np
 
+from fnets import config as config_lib
 from fnets import parallel, runs
-from fnets.run_log import RunLog, TrainWindow, console, metrics_line
-
-# config.task → the module whose setup(config) builds the Task.
-TASKS = {"classify": "fnets.train", "char_lm": "fnets.train_lm"}
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array  # int32; one per member in an ensemble
-  params: Any
-  opt_state: Any
-  model_state: Any  # e.g. batch-norm statistics, the recurrent state carried between windows; {} if none
+from fnets.run_log import RunLog, TrainWindow, console, metrics_line, show_console
+from fnets.models import sequence
+from fnets.state import Task, TrainState, by_path
+from fnets.tasks import TASKS
 
 
-@dataclasses.dataclass(frozen=True)
-class Task:
-  """What a trainer supplies; the loop does the rest."""
-  state: TrainState  # the initial train state, placed on the devices
-  train_step: Callable[[TrainState, int], tuple[TrainState, dict]]  # runs step `step` (its batch follows from it)
-  evaluate: Callable[[TrainState, str], dict]  # metrics of split "validation" or "test"
-  total_steps: int
-  eval_every_steps: int  # 0: no held-out evaluation during training (and no best checkpoint)
-  best_metric: str  # the validation metric that picks the best checkpoint
-  best_mode: str  # "max" or "min"
-  items_per_step: int  # examples (or characters) per step, for the throughput
-  rate_name: str
-  steps_per_epoch: int = 0  # > 0: records carry the epoch
-  summary: str = ""  # one line about the data, printed at the start
-  files: dict[str, str] = dataclasses.field(default_factory=dict)  # written into the workdir at the start
-  finish: Callable[[TrainState, str], None] | None = None  # after the final records (e.g. write a sample)
-  context: dict = dataclasses.field(default_factory=dict)  # data, model, vocab...: for notebooks
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first field whose value is out of range or not one of its choices: the loop's
+  own fields, then those of the task's modules. Reads and writes nothing."""
+  config_lib.one_of(config, "task", tuple(TASKS))
+  config_lib.require(config, "positive_int", "log_every_steps", "keep_checkpoints")
+  config_lib.require(config, "int>=0", "max_steps", "checkpoint_every_steps")
+  try:
+    profile_window(config.profile_steps)
+  except ValueError:
+    config_lib.fail(config, "profile_steps", 'write "A:B" with 0 ≤ A < B: the steps A..B-1 are traced')
+  if config.init_from and not os.path.isdir(os.path.expanduser(config.init_from)):
+    config_lib.fail(config, "init_from", "no such directory; give a run's workdir or WORKDIR/checkpoints/STEP")
+  TASKS[config.task].check(config)
 
 
 def setup(config: ml_collections.ConfigDict) -> Task:
-  return importlib.import_module(TASKS[config.task]).setup(config)
+  return TASKS[config.task].setup(config)
 
 
 def step_of(state: TrainState) -> int:
@@ -71,15 +57,17 @@ def num_params(params) -> int:
 
 def param_summary(params) -> dict:
   """{layer: {"params": count, "shapes": {name: shape}}} for each top-level module of the params."""
-  return {layer: {"params": num_params(tree), "shapes": {k: list(np.shape(x)) for k, x in runs.by_path(tree).items()}}
+  return {layer: {"params": num_params(tree), "shapes": {k: list(np.shape(x)) for k, x in by_path(tree).items()}}
           for layer, tree in params.items()}
 
 
 def profile_window(spec: str) -> tuple[int, int] | None:
-  """`"A:B"` → (A, B): steps A..B-1 are traced; "" → None."""
+  """`"A:B"` → (A, B): steps A..B-1 are traced; "" → None; a ValueError unless 0 ≤ A < B."""
   if not spec:
     return None
-  start, _, stop = spec.partition(":")
+  start, sep, stop = spec.partition(":")
+  if not (sep and start.isdigit() and stop.isdigit() and int(start) < int(stop)):
+    raise ValueError(spec)
   return int(start), int(stop)
 
 
@@ -90,7 +78,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, fresh
   Rerunning with the same config and workdir resumes from the latest checkpoint, with the same result as an
   uninterrupted run. SIGTERM/Ctrl-C save a checkpoint and raise runs.Preempted. `fresh` moves an existing run
   aside (never deletes it) once the new one is ready to start."""
-  runs.check_workdir(workdir, config, fresh)  # read-only: fails before any data is read
+  show_console()
+  check(config)
+  runs.check_workdir(workdir, config, fresh)  # leaves the disk as it was: fails before any data is read
   task = setup(config)
   if fresh and parallel.is_primary() and (moved := runs.move_aside(workdir)):
     console.info("--fresh: the previous run in %s was moved to %s", workdir, moved)
@@ -114,7 +104,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, fresh
                  task.summary, task.total_steps, f", resumed at step {step}" if step else "", workdir)
     window, val = TrainWindow(log, task.items_per_step, task.rate_name), None
     epoch = lambda: {"epoch": step / task.steps_per_epoch} if task.steps_per_epoch else {}
-    profile = profile_window(config.get("profile_steps", ""))
+    profile = profile_window(config.profile_steps)
 
     with runs.StopSignals() as stop:
       while step < task.total_steps:
@@ -166,6 +156,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, fresh
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Validation and test metrics of a run's best (else latest) checkpoint, without training; also written to
   WORKDIR/eval.json."""
+  show_console()
+  check(config)
   task = setup(config)
   restored, step = runs.restore_for_eval(workdir, task.state, task.best_metric, task.best_mode)
   out = {"checkpoint_step": step}
@@ -183,13 +175,14 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
   """Writes the weights of a run's best (else latest) checkpoint: WORKDIR/export/params.npz, one array per path
   ("params/Conv_0/kernel", "model_state/BatchNorm_0/mean", ...), and for the recurrent models
   WORKDIR/export/torch_state_dict.npz in PyTorch's names (models.sequence.torch_state_dict). Returns the paths."""
-  from fnets.models import sequence
+  show_console()
+  check(config)
   task = setup(config)
   state, step = runs.restore_for_eval(workdir, task.state, task.best_metric, task.best_mode)
   state = jax.device_get(state)
   out_dir = os.path.join(workdir, "export")
   arrays = {f"{part}/{name}": np.asarray(x) for part in ("params", "model_state")
-            for name, x in runs.by_path(runs.not_carried(getattr(state, part))).items()}
+            for name, x in by_path(runs.not_carried(getattr(state, part))).items()}
   paths = {"params": os.path.join(out_dir, "params.npz")}
   torch_names = sequence.torch_state_dict(config.model, state.params)
   if torch_names is not None:

@@ -14,27 +14,41 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fnets import config as config_lib
+from fnets.state import path_name
+
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "onecycle")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
-def schedule(config, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
+def check(config) -> None:
+  """The fields `schedule` and `optimizer` read (the task checks what its warmup is counted in)."""
+  config_lib.one_of(config, "optimizer", OPTIMIZERS)
+  config_lib.one_of(config, "schedule", SCHEDULES)
+  config_lib.require(config, ">0", "learning_rate", "bias_lr_scale")
+  config_lib.require(config, ">=0", "weight_decay", "grad_clip_norm", "lookahead_start_epochs",
+                     "lookahead_decay_power")
+  config_lib.require(config, "[0,1)", "momentum", "lookahead_decay")
+  config_lib.require(config, "[0,1]", "lr_start_fraction", "lr_end_fraction")
+  config_lib.require(config, "int>=0", "lookahead_every")
+  config_lib.require(config, "bool", "nesterov", "decay_biases")
+
+
+def schedule(config, total_steps: int, warmup_steps: int) -> optax.Schedule:
   """Learning rate at each step: constant; cosine; linear warmup then cosine; or one-cycle (linear up, linear
-  down). Warmup lasts `config.warmup_epochs` epochs and starts from `lr_start_fraction` of the peak (default a
-  tenth); the decaying schedules end at `lr_end_fraction` of it (default 0)."""
+  down). Warmup lasts `warmup_steps` and starts from `lr_start_fraction` of the peak; the decaying schedules end at
+  `lr_end_fraction` of it."""
   peak, kind = config.learning_rate, config.schedule
-  start, end = peak * config.get("lr_start_fraction", 0.1), peak * config.get("lr_end_fraction", 0.0)
-  warmup = min(int(config.warmup_epochs * steps_per_epoch), total_steps - 1)
+  start, end = peak * config.lr_start_fraction, peak * config.lr_end_fraction
+  warmup = min(warmup_steps, total_steps - 1)
   if kind == "constant":
     return optax.constant_schedule(peak)
   if kind == "cosine":
-    return optax.cosine_decay_schedule(peak, total_steps, config.get("lr_end_fraction", 0.0))
+    return optax.cosine_decay_schedule(peak, total_steps, config.lr_end_fraction)
   if kind == "warmup_cosine":
     return optax.warmup_cosine_decay_schedule(start, peak, warmup, total_steps, end)
-  if kind == "onecycle":
-    return optax.join_schedules([optax.linear_schedule(start, peak, warmup),
-                                 optax.linear_schedule(peak, end, total_steps - warmup)], [warmup])
-  raise ValueError(f"unknown schedule {kind!r}; choose one of {SCHEDULES}")
+  return optax.join_schedules([optax.linear_schedule(start, peak, warmup),  # onecycle
+                               optax.linear_schedule(peak, end, total_steps - warmup)], [warmup])
 
 
 def _decay_mask(params):
@@ -53,9 +67,8 @@ def _norm_mask(params):
 
 
 def _path_mask(paths):
-  """True for the leaves whose path ("Whiten/kernel", as runs.by_path names them) is in `paths`."""
-  name = lambda path: jax.tree_util.keystr(path, simple=True, separator="/")
-  return lambda params: jax.tree_util.tree_map_with_path(lambda path, _: name(path) in paths, params)
+  """True for the leaves whose path ("Whiten/kernel", as state.by_path names them) is in `paths`."""
+  return lambda params: jax.tree_util.tree_map_with_path(lambda path, _: path_name(path) in paths, params)
 
 
 def optimizer(config, learning_rate: optax.Schedule, *, frozen: Mapping[str, int] | None = None,
@@ -68,11 +81,11 @@ def optimizer(config, learning_rate: optax.Schedule, *, frozen: Mapping[str, int
   number of steps they train before they are frozen (0: never trained). `config.lookahead_every` > 0 wraps it
   all in `lookahead` (see there), from `lookahead_start_epochs` on."""
   kind, wd = config.optimizer, config.weight_decay
-  bias_scale = config.get("bias_lr_scale", 1.0)
+  bias_scale = config.bias_lr_scale
   # Biases' decay, before the scale; only when asked, so that the default's optimizer state stays as it was.
   other_biases = lambda params: jax.tree.map(lambda b, n: b and not n, _bias_mask(params), _norm_mask(params))
   bias_decay = [optax.add_decayed_weights(wd / bias_scale, _norm_mask),
-                optax.add_decayed_weights(wd, other_biases)] if config.get("decay_biases") else []
+                optax.add_decayed_weights(wd, other_biases)] if config.decay_biases else []
   if kind == "sgd":
     tx = optax.chain(optax.add_decayed_weights(wd, _decay_mask), *bias_decay,
                      optax.sgd(learning_rate, config.momentum or None, nesterov=config.nesterov))
@@ -80,16 +93,14 @@ def optimizer(config, learning_rate: optax.Schedule, *, frozen: Mapping[str, int
     tx = optax.chain(optax.add_decayed_weights(wd, _decay_mask), *bias_decay, optax.adam(learning_rate))
   elif kind == "adamw" and not bias_decay:
     tx = optax.adamw(learning_rate, weight_decay=wd, mask=_decay_mask)
-  elif kind == "adamw":  # optax.adamw's chain, with the biases' decoupled decay added
+  else:  # adamw with the biases' decay: optax.adamw's chain, with the biases' decoupled decay added
     tx = optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(wd, _decay_mask), *bias_decay,
                      optax.scale_by_learning_rate(learning_rate))
-  else:
-    raise ValueError(f"unknown optimizer {kind!r}; choose one of {OPTIMIZERS}")
   if bias_scale != 1.0:
     tx = optax.chain(tx, optax.masked(optax.scale(bias_scale), _norm_mask))
   if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
-  if config.get("lookahead_every"):
+  if config.lookahead_every:
     tx = lookahead(tx, every=config.lookahead_every,
                    start_step=int(config.lookahead_start_epochs * steps_per_epoch), total_steps=total_steps,
                    steps_per_epoch=steps_per_epoch, decay=config.lookahead_decay,

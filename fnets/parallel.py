@@ -19,17 +19,31 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fnets.config import ConfigError
+from fnets import config as config_lib
+from fnets.errors import ConfigError
 
 DATA = "data"
 PARAM_SHARDINGS = ("replicated", "fsdp")
 FSDP_MIN_SIZE = 2**14  # arrays smaller than this stay replicated under fsdp: splitting them saves nothing
 
 
+def check(config) -> None:
+  config_lib.one_of(config, "param_sharding", PARAM_SHARDINGS)
+
+
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, auto: bool = False) -> None:
   """Joins a multi-process run: with a coordinator address (host:port of process 0), or `auto` where JAX finds
   the settings itself (TPU pods, SLURM, ...). Must run before JAX uses any device; a no-op otherwise."""
+  if num_processes is not None and num_processes < 1:
+    raise ConfigError(f"--num_processes={num_processes}: give the number of processes of the run, at least 1")
+  if process_id is not None and (process_id < 0 or (num_processes and process_id >= num_processes)):
+    raise ConfigError(f"--process_id={process_id}: give this process's index, from 0 to --num_processes - 1")
+  if coordinator_address is not None:
+    host, _, port = coordinator_address.rpartition(":")
+    if not (host and port.isdigit() and 0 < int(port) < 65536):
+      raise ConfigError(f"--coordinator_address={coordinator_address}: write HOST:PORT of process 0, e.g. "
+                        f"10.0.0.1:1234")
   if coordinator_address or auto:
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
@@ -65,9 +79,6 @@ def state_shardings(mesh, state, mode: str):
   """Shardings for every array of a train state: all replicated, or under "fsdp" each array of at least
   FSDP_MIN_SIZE elements split along its largest axis that the device count divides (the same rule places
   params and their optimizer moments alike)."""
-  if mode not in PARAM_SHARDINGS:
-    raise ValueError(f"param_sharding must be 'replicated' or 'fsdp', not {mode!r}")
-
   def leaf(x):
     shape = np.shape(x)
     if mode == "fsdp" and int(np.prod(shape)) >= FSDP_MIN_SIZE:

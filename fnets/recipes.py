@@ -7,7 +7,7 @@
   lstm_trace          the LSTM's gates (f, i, g, o) and cell state over a sequence
   hvp, sharpness      Hessian-vector products, and the top Hessian eigenvalue by power iteration
 Ensembles of K models trained in one jitted step are `--config.ensemble_size=K` of the image experiments
-(`fnets/train.py`), built on `jax.vmap` over the parameter axis.
+(`fnets/tasks/classify.py`), built on `jax.vmap` over the parameter axis.
 """
 
 from collections.abc import Callable

@@ -10,6 +10,11 @@ import jax
 import numpy as np
 
 from fnets import parallel, runs
+from fnets.files import write_atomic
+
+# fnets' own progress lines and warnings. A library attaches no handler on import: `show_console()` does, when a
+# run starts (the loop) or the launcher starts.
+console = logging.getLogger("fnets")
 
 
 class _Stderr(logging.Handler):
@@ -19,10 +24,12 @@ class _Stderr(logging.Handler):
     print(self.format(record), file=sys.stderr, flush=True)
 
 
-# fnets' own progress lines and warnings, shown in a terminal and in notebooks; other libraries' INFO logs go
-# through absl, which launch.py keeps at WARNING unless --verbosity=1.
-console = logging.getLogger("fnets")
-if not console.handlers:
+def show_console() -> None:
+  """Shows fnets' INFO lines on stderr, in a terminal and in notebooks, unless the user has set up the "fnets"
+  logger (a handler or a level of their own) already. Other libraries' INFO logs go through absl, which the
+  launcher keeps at WARNING unless --verbosity=1."""
+  if console.handlers or console.level != logging.NOTSET:
+    return
   console.addHandler(_Stderr())
   console.setLevel(logging.INFO)
   console.propagate = False
@@ -121,9 +128,7 @@ def _drop_records_after(path: str, step: int) -> None:
     if record["step"] <= step and not record["split"].startswith("test"):
       keep.append(line)
   if len(keep) != len(lines):
-    with open(f"{path}.tmp", "w") as f:
-      f.writelines(keep)
-    os.replace(f"{path}.tmp", path)
+    write_atomic(path, "".join(keep))
 
 
 def _scalar(v):

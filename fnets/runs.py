@@ -22,10 +22,9 @@ from jax.experimental import multihost_utils
 
 from fnets import config as config_lib
 from fnets import parallel
-
-
-class RunError(config_lib.UsageError):
-  """A run that cannot start or go on; the message says why and what to do."""
+from fnets.errors import RunError
+from fnets.files import write_atomic
+from fnets.state import by_path, path_name
 
 
 class Preempted(Exception):
@@ -69,29 +68,52 @@ def _config_diff(recorded: dict, current: dict, prefix: str = "") -> list[str]:
   return lines
 
 
-def _nearest_existing(path: str) -> str:
-  path = os.path.abspath(path)
+def _read_json(path: str):
+  """The JSON in `path`; a RunError naming the file if it is damaged (it is left as it is)."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise RunError(f"{path} is damaged ({type(e).__name__}: {e}); it was left as it is: restore it, or pass "
+                   f"--fresh to move the run aside and start again, or use another --workdir") from None
+
+
+def _check_creatable(workdir: str) -> None:
+  """Creates the missing directories of `workdir` and removes them again: a workdir that cannot be created fails
+  here, before any data is read, and the disk is left as it was."""
+  missing, path = [], os.path.abspath(workdir)
   while not os.path.exists(path):
+    missing.append(path)
     path = os.path.dirname(path)
-  return path
+  if not os.path.isdir(path):
+    raise RunError(f"--workdir={workdir}: {path} is a file, not a directory; choose another --workdir")
+  try:
+    for directory in reversed(missing):
+      os.mkdir(directory)
+  except OSError as e:
+    raise RunError(f"--workdir={workdir} cannot be created ({e.strerror}: {e.filename}); choose another "
+                   f"--workdir") from None
+  finally:
+    for directory in missing:
+      if os.path.isdir(directory):
+        os.rmdir(directory)
+  if not missing and not os.access(workdir, os.W_OK | os.X_OK):
+    raise RunError(f"cannot write to workdir {workdir} (it is not writable); choose another --workdir")
 
 
 def check_workdir(workdir: str, config, fresh: bool = False) -> None:
-  """Read-only checks before a run reads any data: `workdir` can be written, and holds no run of another config
-  (fields in config.FREE_FIELDS may differ: they do not change the result). With `fresh` the old run will be moved
-  aside, so its config does not matter."""
+  """Checks before a run reads any data, leaving the disk as it was: `workdir` can be created and written, its
+  records can be read, and it holds no run of another config (fields in config.FREE_FIELDS may differ: they do
+  not change the result). With `fresh` the old run will be moved aside, so its config does not matter."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise RunError(f"--workdir={workdir} is a file, not a directory; choose another --workdir")
-  parent = _nearest_existing(workdir)
-  if not os.path.isdir(parent):
-    raise RunError(f"--workdir={workdir}: {parent} is a file, not a directory; choose another --workdir")
-  if not os.access(parent, os.W_OK | os.X_OK):
-    raise RunError(f"cannot write to workdir {workdir} ({parent} is not writable); choose another --workdir")
+  _check_creatable(workdir)
   config_path = os.path.join(workdir, "config.json")
   if fresh or not os.path.exists(config_path):
     return
-  with open(config_path) as f:
-    recorded = json.load(f)
+  recorded = _read_json(config_path)
+  if os.path.exists(record_path := os.path.join(workdir, "run.json")):
+    _read_json(record_path)  # start() appends to it
   current = json.loads(config.to_json())
   for name in config_lib.FREE_FIELDS:
     recorded.pop(name, None), current.pop(name, None)
@@ -106,8 +128,7 @@ def recorded_config(workdir: str):
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise RunError(f"{workdir} holds no run (no config.json); give the workdir of a run, or train first")
-  with open(path) as f:
-    return config_lib.from_json(json.load(f))
+  return config_lib.from_json(_read_json(path))
 
 
 def start(workdir: str, config, files: dict[str, str] | None = None, summary: dict | None = None) -> None:
@@ -118,14 +139,14 @@ def start(workdir: str, config, files: dict[str, str] | None = None, summary: di
     return
   write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
   for name, text in (files or {}).items():
-    _write_atomic(os.path.join(workdir, name), text)
+    write_atomic(os.path.join(workdir, name), text)
   record_path = os.path.join(workdir, "run.json")
-  records = json.load(open(record_path)) if os.path.exists(record_path) else []
+  records = _read_json(record_path) if os.path.exists(record_path) else []
   records.append({"started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                   "command": sys.argv, "seed": config.seed, "git": _git_state(), "versions": _versions(),
                   "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
                   "processes": jax.process_count(), **(summary or {})})
-  _write_atomic(record_path, json.dumps(records, indent=2) + "\n")
+  write_atomic(record_path, json.dumps(records, indent=2) + "\n")
 
 
 def move_aside(workdir: str) -> str | None:
@@ -139,14 +160,7 @@ def move_aside(workdir: str) -> str | None:
 
 
 def write_json(path: str, obj) -> None:
-  _write_atomic(path, json.dumps(obj, indent=2) + "\n")
-
-
-def _write_atomic(path: str, text: str):
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 # --- Checkpoints.
@@ -163,7 +177,6 @@ class Checkpoints:
         os.path.join(workdir, "best"),
         options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m[best_metric], best_mode=best_mode,
                                              **options))
-    self.directory = os.path.join(workdir, "checkpoints")
 
   def latest_step(self) -> int | None:
     return self._latest.latest_step()
@@ -232,12 +245,6 @@ def _step_dir(path: str) -> str:
                  f"checkpoints (WORKDIR/checkpoints/STEP)")
 
 
-def by_path(tree) -> dict:
-  """{'a/b/0/c': leaf} of a tree."""
-  return {jax.tree_util.keystr(p, simple=True, separator="/"): x
-          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
 def restore_weights(path: str, like) -> tuple:
   """(params, model_state) of the checkpoint at `path` (a run's workdir: its best checkpoint, else its latest; or
   WORKDIR/checkpoints/STEP), placed like `like`'s; a RunError naming the arrays whose shapes differ."""
@@ -254,7 +261,7 @@ def restore_weights(path: str, like) -> tuple:
       raise RunError(f"--config.init_from={path}: {where} does not fit this model ({'; '.join(diff[:6])}"
                      f"{'; ...' if len(diff) > 6 else ''}); use a run of the same model")
     place = lambda p, t: jax.device_put(
-        np.asarray(have[jax.tree_util.keystr(p, simple=True, separator="/")]).astype(t.dtype), t.sharding)
+        np.asarray(have[path_name(p)]).astype(t.dtype), t.sharding)
     out.append(jax.tree_util.tree_map_with_path(place, target))
   params, model_state = out
   if "carry" in like.model_state:  # the fresh run's own (zero) carried state
@@ -264,7 +271,7 @@ def restore_weights(path: str, like) -> tuple:
 
 def not_carried(model_state):
   """`model_state` without the recurrent state carried between training windows (`model_state["carry"]`, truncated
-  BPTT in fnets/train_lm.py): a record of the data read so far rather than a weight, so fine-tuning
+  BPTT in fnets/tasks/char_lm.py): a record of the data read so far rather than a weight, so fine-tuning
   (`init_from`) starts it afresh and export leaves it out."""
   return {k: v for k, v in model_state.items() if k != "carry"} if isinstance(model_state, dict) else model_state
 

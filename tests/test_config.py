@@ -4,6 +4,7 @@ import ml_collections
 import pytest
 
 from fnets import config as config_lib
+from fnets import loop
 from fnets.config import ConfigError, override
 
 
@@ -37,7 +38,7 @@ def test_every_experiment_and_variant_passes_the_checks_and_survives_config_json
     module = config_lib.load_module(config_lib.experiment_path(name))
     for arg in getattr(module, "VARIANTS", {None: ""}):
       config = config_lib.load(config_lib.experiment_path(name if arg is None else f"{name}:{arg}"))
-      config_lib.check(config)
+      loop.check(config)
       assert config_lib.from_json(config.to_dict()).to_dict() == config.to_dict()
   assert config_lib.run_name("/x/experiments/lstm_shakespeare.py:rnn") == "lstm_shakespeare-rnn"
   assert config_lib.load(config_lib.experiment_path("lstm_shakespeare:rnn")).model.cell == "rnn"
@@ -53,6 +54,6 @@ def test_every_experiment_and_variant_passes_the_checks_and_survives_config_json
     ("--config.flip=false", "alternating_flip=True: flips the training images: it needs"),
 ])
 def test_recipe_fields_are_checked(arg, message):
-  from experiments import cnn_cifar
+  from fnets.experiments import cnn_cifar
   with pytest.raises(ConfigError, match=re.escape(message)):
-    config_lib.check(override(cnn_cifar.get_config(), [arg]))
+    loop.check(override(cnn_cifar.get_config(), [arg]))

@@ -11,9 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import cnn_mnist
+from fnets.experiments import cnn_mnist
 from fnets import config as config_lib
-from fnets import loop, runs, train
+from fnets import loop, runs
+from fnets.tasks import classify
 
 SMALL = ["--config.batch_size=16", "--config.num_epochs=2", "--config.model.conv_features=(4,)",
          "--config.model.pool_after=(0,)", "--config.model.dense_features=(8,)", "--config.log_every_steps=1"]
@@ -49,12 +50,12 @@ def test_profile_steps_write_a_trace(source_run):
   traces = glob.glob(os.path.join(source_run, "profile", "**", "*.xplane.pb"), recursive=True)
   assert traces and os.path.getsize(traces[0]) > 0
   with pytest.raises(config_lib.ConfigError, match="profile_steps='3:1'"):
-    config_lib.check(config("--config.profile_steps=3:1"))
+    loop.check(config("--config.profile_steps=3:1"))
 
 
 def test_init_from_starts_from_the_source_weights_with_a_fresh_optimizer(source_run, mock_tfds, monkeypatch, tmp_path):
   seen = []
-  setup = train.setup
+  setup = classify.setup
 
   def setup_and_watch(config):
     task = setup(config)
@@ -120,7 +121,7 @@ def exported_lm(tmp_path_factory):
   """A 2-step character LSTM (2 layers) and its export."""
   import tensorflow_datasets as tfds
   from conftest import METADATA
-  from experiments import lstm_shakespeare
+  from fnets.experiments import lstm_shakespeare
   config = config_lib.override(lstm_shakespeare.get_config(), [
       "--config.max_steps=2", "--config.batch_size=4", "--config.seq_len=16", "--config.eval_every_steps=2",
       "--config.model.hidden_size=16", "--config.model.embed_dim=8", "--config.model.num_layers=2",

@@ -104,7 +104,7 @@ def test_config_file_and_experiment_name_give_the_same_run(finished_run, tmp_pat
   the repository runs too (here: one that imports an experiment and sets in the file what the others set by flags)."""
   outside = tmp_path / "elsewhere" / "my_mnist.py"
   outside.parent.mkdir()
-  outside.write_text("from experiments import cnn_mnist\n\ndef get_config():\n  c = cnn_mnist.get_config()\n"
+  outside.write_text("from fnets.experiments import cnn_mnist\n\ndef get_config():\n  c = cnn_mnist.get_config()\n"
                      "  c.batch_size, c.eval_batch_size, c.max_steps, c.log_every_steps = 16, 24, 3, 1\n  return c\n")
   runs = {"by_path": [f"--config={os.path.join(ROOT, 'experiments', 'cnn_mnist.py')}", *SMOKE],
           "outside": [f"--config={outside}"]}

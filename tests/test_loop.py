@@ -28,9 +28,10 @@ def test_language_model_resumes_to_the_same_result(mock_tfds, monkeypatch, tmp_p
   one stopped at an evaluation step, which evaluates once."""
   import shutil
 
-  from experiments import lstm_shakespeare
+  from fnets.experiments import lstm_shakespeare
   from fnets import config as config_lib
-  from fnets import loop, runs, train_lm
+  from fnets import loop, runs
+  from fnets.tasks import char_lm
   config = config_lib.override(lstm_shakespeare.get_config(), [
       "--config.num_steps=8", "--config.batch_size=4", "--config.seq_len=16", "--config.eval_every_steps=4",
       "--config.checkpoint_every_steps=2", "--config.log_every_steps=2", "--config.model.hidden_size=16",
@@ -47,14 +48,14 @@ def test_language_model_resumes_to_the_same_result(mock_tfds, monkeypatch, tmp_p
   assert [(r[0], r[1]) for r in eval_records(workdir)] == [(4, "eval"), (8, "eval"), (8, "test"), (8, "test_best")]
 
   # Fine-tuning from this run with another batch size: the weights come over, the carried state starts afresh.
-  other = train_lm.setup(config_lib.override(config, ["--config.batch_size=2"])).state
+  other = char_lm.setup(config_lib.override(config, ["--config.batch_size=2"])).state
   params, model_state = runs.restore_weights(workdir, other)
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params_at_8)):
     assert np.array_equal(a, b)
   assert [np.shape(c) for c in jax.tree.leaves(model_state["carry"])] == [(1, 2, 16)] * 2
   assert not any(np.any(c) for c in jax.tree.leaves(model_state["carry"]))
   with pytest.raises(config_lib.ConfigError, match="--config.batch_size=100000 streams of --config.seq_len=16"):
-    train_lm.setup(config_lib.override(config, ["--config.batch_size=100000"]))
+    char_lm.setup(config_lib.override(config, ["--config.batch_size=100000"]))
 
   stopped = str(tmp_path / "stopped")
   with monkeypatch.context() as patch:
@@ -89,9 +90,10 @@ def sigterm_during_step(monkeypatch, module, stop_step):
 
 
 def test_stop_at_any_step_neither_skips_nor_repeats_an_evaluation(mock_tfds, monkeypatch, tmp_path):
-  from experiments import cnn_mnist
+  from fnets.experiments import cnn_mnist
   from fnets import config as config_lib
-  from fnets import loop, runs, train
+  from fnets import loop, runs
+  from fnets.tasks import classify
   config = config_lib.override(cnn_mnist.get_config(), [  # 64 mock examples: 4 steps an epoch, 3 epochs
       "--config.batch_size=16", "--config.num_epochs=3", "--config.checkpoint_every_steps=3",
       "--config.model.conv_features=(4,)", "--config.model.pool_after=(0,)",
@@ -113,7 +115,7 @@ def test_stop_at_any_step_neither_skips_nor_repeats_an_evaluation(mock_tfds, mon
 def test_the_test_split_is_read_only_for_the_final_records(mock_tfds, monkeypatch, tmp_path):
   """Training, per-epoch evaluation and the best checkpoint never see the test split: the data source fails if
   the test split is opened before the last evaluation on validation has been written."""
-  from experiments import cnn_mnist
+  from fnets.experiments import cnn_mnist
   from fnets import config as config_lib
   from fnets import loop
   from fnets.data import tfds_source

@@ -1,6 +1,7 @@
 """Model output shapes and parameter counts for known configs, and config errors."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,7 @@ import numpy as np
 import flax.linen as nn
 import pytest
 
-from experiments import cnn_cifar, cnn_mnist, mlp_mnist
+from fnets.experiments import cnn_cifar, cnn_mnist, mlp_mnist
 from fnets import models
 from fnets.models import cnn, layers
 
@@ -71,8 +72,6 @@ def test_cnn_kernel_init_torch_is_pytorchs_default():
     np.testing.assert_allclose(random(torch_init).var(), 1 / (3 * fan_in), rtol=0.15)
     np.testing.assert_allclose(random(flax_init).var(), 1 / fan_in, rtol=0.15)
   np.testing.assert_array_equal(np.asarray(torch_init["Conv_0"]["kernel"])[1, 1, :, :16], np.eye(16))
-  with pytest.raises(ValueError, match="kernel_init must be one of"):
-    init(kernel_init="he")
 
 
 def test_patch_whitening_decorrelates_patches():
@@ -128,15 +127,28 @@ def test_pool_kinds_differ():
   assert not np.allclose(*outs)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(activation="swish"), "unknown activation 'swish'"),
-    (dict(pool="median"), "pool must be 'max' or 'avg'"),
-    (dict(global_pool="mean"), "global_pool must be 'none', 'max' or 'avg'"),
-    (dict(kernel_size=(3, 3, 3)), "kernel_size has 3 entries for 2 conv layers"),
+@pytest.mark.parametrize("arg, message", [
+    ("--config.model.activation=swish", "model.activation='swish': unknown choice; choose one of: relu, tanh"),
+    ("--config.model.pool=median", "model.pool='median': unknown choice; choose one of: max, avg"),
+    ("--config.model.kernel_init=he", "model.kernel_init='he': unknown choice; choose one of: lecun_normal, torch"),
+    ("--config.model.pool_after=(6,)", "must index the conv layers, 0..5"),
+    ("--config.model.dropout=1.0", "model.dropout=1.0: must be in [0, 1)"),
+    ("--config.dtype=float16", "unknown choice; choose one of: float32, bfloat16"),
+    ("--config.model.name=resnet", "unknown choice; choose one of: cnn, mlp, row_sequence, char_lm"),
 ])
-def test_cnn_bad_config(kwargs, message):
-  with pytest.raises(ValueError, match=message):
-    init(models.CNN(conv_features=(4, 4), **kwargs), (1, 8, 8, 1))
+def test_model_fields_are_checked(arg, message):
+  from fnets import config as config_lib
+  from fnets.errors import ConfigError
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    models.check(config_lib.override(cnn_cifar.get_config(), [arg]))
+
+
+def test_per_layer_fields_need_one_value_per_conv_layer():
+  from fnets.errors import ConfigError
+  config = cnn_cifar.get_config()
+  config.model = {**config.model, "kernel_size": (3, 3, 3)}  # (from Python: the command line keeps an int an int)
+  with pytest.raises(ConfigError, match=re.escape("kernel_size=(3, 3, 3): give one value or one per conv layer (6)")):
+    models.check(config)
 
 
 def test_models_are_pure_functions_under_vmap_and_grad():

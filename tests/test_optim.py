@@ -8,12 +8,14 @@ import optax
 import pytest
 
 from fnets import optim
+from fnets.errors import ConfigError
+from fnets.experiments import common
 
 
 def config(**kw):
-  base = dict(learning_rate=1.0, schedule="constant", warmup_epochs=1.0, optimizer="sgd", momentum=0.9,
-              nesterov=True, weight_decay=0.0, grad_clip_norm=0.0)
-  return ml_collections.ConfigDict({**base, **kw})
+  c = common.optimizer(ml_collections.ConfigDict())
+  c.update({"learning_rate": 1.0, "schedule": "constant", "weight_decay": 0.0, **kw})
+  return c
 
 
 def test_schedules():
@@ -26,8 +28,8 @@ def test_schedules():
   assert warm[-1] == pytest.approx(0.0, abs=1e-6)
   one = lr("onecycle")  # linear up over 10 steps, linear down to 0 at step 100
   assert one[:3] == pytest.approx([0.1, 0.55, 1.0]) and one[3] == pytest.approx(0.5) and one[4] == pytest.approx(0.0)
-  with pytest.raises(ValueError, match="unknown schedule 'step'"):
-    optim.schedule(config(schedule="step"), 100, 10)
+  with pytest.raises(ConfigError, match="schedule='step': unknown choice; choose one of: constant, cosine"):
+    optim.check(config(schedule="step"))
 
 
 def quadratic_params():
@@ -61,8 +63,8 @@ def test_nesterov_adam_adamw_and_clipping():
   clipped = one_update(config(momentum=0.0, nesterov=False, grad_clip_norm=1.0), grads)
   norm = float(optax.tree.norm(grads))
   np.testing.assert_allclose(clipped["bias"], -4.0 / norm, rtol=1e-6)
-  with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
-    optim.optimizer(config(optimizer="lion"), 1.0)
+  with pytest.raises(ConfigError, match="optimizer='lion': unknown choice; choose one of: sgd, adam, adamw"):
+    optim.check(config(optimizer="lion"))
 
 
 def test_schedule_start_and_end_fractions():

@@ -6,9 +6,10 @@ import os
 import jax
 import numpy as np
 
-from experiments import cnn_mnist
+from fnets.experiments import cnn_mnist
 from fnets import config as config_lib
-from fnets import loop, train
+from fnets import loop
+from fnets.tasks import classify
 
 
 def run(tmp_path, name, *args):
@@ -49,7 +50,7 @@ def test_ensemble_members_are_the_runs_of_consecutive_seeds(mock_tfds, tmp_path)
                                                         "--config.model.conv_features=(4,8)", "--config.model.pool_after=(1,)",
                                                         "--config.model.dense_features=(16,)",
                                                         "--config.augment=true", "--config.log_every_steps=1"])
-  like = train.setup(config).state
+  like = classify.setup(config).state
   members = runs.Checkpoints(str(tmp_path / "ensemble"), 3, "accuracy", "max")
   stacked = members.restore(jax.tree.map(lambda x: np.stack([x, x]), like))
   members.close()
@@ -67,7 +68,7 @@ def test_cifar_recipe_freezes_whitening_and_resumes_exactly(mock_tfds, tmp_path)
   run resumed from a mid-run checkpoint ends with the same weights and test metrics."""
   import shutil
 
-  from experiments import cnn_cifar
+  from fnets.experiments import cnn_cifar
   from fnets.data import images
   from fnets.models import cnn
   from test_loop import final_params_at

@@ -4,12 +4,12 @@ Small image sets (MNIST, CIFAR) fit in memory many times over, so each split is 
 array; batching is then a NumPy gather, and normalisation and augmentation run inside the jitted train step.
 """
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 
 import jax
@@ -17,7 +17,40 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnets
+from fnets import config as config_lib
 from fnets.data import tfds_source
+from fnets.files import write_atomic
+
+TTA = ("none", "flip", "flip_translate")
+
+def check(config) -> None:
+  """The fields the image pipeline reads: augmentation, test-time augmentation, the held-out split."""
+  config_lib.one_of(config, "tta", TTA)
+  config_lib.require(config, "bool", "augment", "flip", "alternating_flip")
+  config_lib.require(config, "int>=0", "crop_padding")
+  if config.get("alternating_flip") and not (config.augment and config.flip):
+    config_lib.fail(config, "alternating_flip", "flips the training images: it needs --config.augment=true and "
+                    "--config.flip=true")
+  if not (isinstance(config.validation_percent, int) and 0 <= config.validation_percent < 100):
+    config_lib.fail(config, "validation_percent", "must be an integer in [0, 100): the percent of the train split "
+                    "held out for validation")
+
+
+class _WithoutOpenCVAdvice(logging.Filter):
+  """TFDS advises installing OpenCV the first time it decodes an image with PIL; fnets decodes once and caches."""
+
+  def filter(self, record):
+    return "OpenCV is not installed" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+  absl_logger, quiet = logging.getLogger("absl"), _WithoutOpenCVAdvice()
+  absl_logger.addFilter(quiet)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(quiet)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +68,12 @@ class ImageDataset:
   num_classes: int
   mean_C: np.ndarray  # per-channel mean and std of the train part, in [0, 255] units
   std_C: np.ndarray
+  test: ImageSplit | None = None  # in-memory data only; a TFDS dataset reads its test split when asked
 
   def read_test(self) -> ImageSplit:
-    """TFDS's test split; read only for a run's final record and --mode=eval."""
+    """The test split; from TFDS, read only for a run's final record and --mode=eval."""
+    if self.test is not None:
+      return self.test
     return _read_split(tfds_source.open_source(self.name, self.data_dir, ("test",))["test"])
 
 
@@ -54,14 +90,13 @@ def _read_split(source) -> ImageSplit:
         return ImageSplit(cached["images_NHWC"], cached["labels_N"])
   except (OSError, ValueError, KeyError):  # not cached yet, or damaged
     pass
-  examples = [source[i] for i in range(len(source))]
+  with _quiet_tfds():
+    examples = tfds_source.read_all(source)
   split = ImageSplit(np.stack([e["image"] for e in examples]).astype(np.uint8),
                      np.array([e["label"] for e in examples], np.int32))
-  try:  # written whole under another name, then renamed: a reader never sees half a file
+  try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), suffix=".tmp", delete=False) as f:
-      np.savez(f, images_NHWC=split.images_NHWC, labels_N=split.labels_N)
-    os.replace(f.name, path)
+    write_atomic(path, lambda f: np.savez(f, images_NHWC=split.images_NHWC, labels_N=split.labels_N))
   except OSError as e:  # a read-only or full cache dir costs the decoding time, nothing else
     logging.getLogger("fnets").warning("could not cache the decoded %s in %s: %s", source.split, path, e)
   return split
@@ -77,9 +112,15 @@ def load(name: str, data_dir: str | None = None, validation_percent: int = 10) -
   train = _read_split(sources[splits["train"]])
   validation = _read_split(sources[splits["validation"]]) if p else None
   num_classes = sources[splits["train"]].dataset_info.features["label"].num_classes
+  return in_memory(name, train, validation, num_classes, data_dir=data_dir)
+
+
+def in_memory(name: str, train: ImageSplit, validation: ImageSplit | None, num_classes: int,
+              test: ImageSplit | None = None, data_dir: str | None = None) -> ImageDataset:
+  """A dataset of arrays, with the per-channel statistics of `train` (benchmarks and tests build theirs so)."""
   pixels = train.images_NHWC.reshape(-1, train.images_NHWC.shape[-1]).astype(np.float64)
   return ImageDataset(name, data_dir, train, validation, num_classes, pixels.mean(0).astype(np.float32),
-                      np.maximum(pixels.std(0), 1.0).astype(np.float32))
+                      np.maximum(pixels.std(0), 1.0).astype(np.float32), test)
 
 
 @functools.lru_cache(maxsize=4)
@@ -87,24 +128,20 @@ def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
-  """The example indices of training batch `step` (see `train_batch`)."""
+def train_batch(split: ImageSplit, batch_size: int, seed: int, step: int) -> tuple[np.ndarray, ...]:
+  """Batch `step` of shuffled full batches: (images, labels, the examples' indices in the split), epoch after
+  epoch, each in an order that depends only on (seed, epoch); an epoch's remainder is dropped."""
+  n = len(split.labels_N)
   epoch, index = divmod(step, n // batch_size)
-  return _epoch_order(n, seed, epoch)[index * batch_size:(index + 1) * batch_size]
-
-
-def train_batch(split: ImageSplit, batch_size: int, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-  """Batch `step` of shuffled full batches: epoch after epoch, each in an order that depends only on (seed,
-  epoch); an epoch's remainder is dropped."""
-  idx = batch_indices(len(split.labels_N), batch_size, seed, step)
-  return split.images_NHWC[idx], split.labels_N[idx]
+  idx = _epoch_order(n, seed, epoch)[index * batch_size:(index + 1) * batch_size]
+  return split.images_NHWC[idx], split.labels_N[idx], idx.astype(np.int32)
 
 
 def train_batches(split: ImageSplit, batch_size: int, seed: int, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """The batches of one epoch, as `train_batch` gives them."""
+  """The (images, labels) batches of one epoch, as `train_batch` gives them."""
   per_epoch = len(split.labels_N) // batch_size
   for step in range(epoch * per_epoch, (epoch + 1) * per_epoch):
-    yield train_batch(split, batch_size, seed, step)
+    yield train_batch(split, batch_size, seed, step)[:2]
 
 
 def eval_batches(split: ImageSplit, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -150,15 +187,10 @@ def alternating_flip(key: jax.Array, indices_B: jax.Array, epoch: jax.Array) -> 
   return coin_B ^ (epoch % 2 == 1)
 
 
-TTA = ("none", "flip", "flip_translate")
-
-
 def tta_views(x_BHWC: jax.Array, mode: str) -> list[tuple[float, jax.Array]]:
   """(weight, view) pairs whose weighted sum of logits is the test-time-augmented prediction (weights sum to 1):
   "flip" averages the image and its mirror; "flip_translate" (airbench's level 2) gives that average weight 1/2
   and the two one-pixel diagonal translations (reflect-padded), each with its mirror, 1/8 each."""
-  if mode not in TTA:
-    raise ValueError(f"unknown tta {mode!r}; choose one of {TTA}")
   if mode == "none":
     return [(1.0, x_BHWC)]
   mirror = lambda x: [(0.5, x), (0.5, x[:, :, ::-1])]

@@ -32,7 +32,7 @@ def load_text(name: str, data_dir: str | None, splits=("train", "validation", "t
   sources = tfds_source.open_source(name, data_dir, splits)
   out = {}
   for split, source in sources.items():
-    texts = [source[i]["text"] for i in range(len(source))]
+    texts = [example["text"] for example in tfds_source.read_all(source)]
     out[split] = "".join(t.decode("utf-8") if isinstance(t, bytes) else t for t in texts)
   return out
 

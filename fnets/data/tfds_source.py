@@ -11,17 +11,13 @@ import socket
 
 import tensorflow_datasets as tfds
 
-from fnets.config import UsageError
+from fnets.errors import DataError
 
 # Hosts the TFDS builders of fnets' datasets download from; one reachable host is enough to try.
 _DOWNLOAD_HOSTS = ("storage.googleapis.com", "www.cs.toronto.edu", "raw.githubusercontent.com")
 
 # Installs TensorFlow, which TFDS's download_and_prepare needs (fnets' base install has none).
 INSTALL_DATA_EXTRA = 'pip install "fnets[data]" (from a checkout: pip install -e ".[data]")'
-
-
-class DataError(UsageError):
-  """A dataset that cannot be read; the message says what is missing and how to provide it."""
 
 
 def resolve_data_dir(data_dir: str | None) -> str:
@@ -73,3 +69,15 @@ def open_source(name: str, data_dir: str | None, splits: tuple[str, ...]) -> dic
     return {split: builder.as_data_source(split=split) for split in splits}
   except (KeyError, ValueError) as e:
     raise DataError(f"{name} has no split {e}; it has {sorted(builder.info.splits)}") from None
+
+
+def read_all(source) -> list:
+  """Every example of a data source, in order; a DataError naming the dataset's files if they cannot be read
+  (array_record raises RuntimeError on a damaged or cut-short file)."""
+  try:
+    return [source[i] for i in range(len(source))]
+  except RuntimeError as e:
+    where = source.dataset_info.data_dir
+    raise DataError(f"the files of {source.dataset_info.name} in {where} cannot be read ({str(e).splitlines()[0][:200]}); "
+                    f"they are damaged or incomplete: prepare the dataset again (delete {where} and rerun with "
+                    f"network and TensorFlow), or copy it again from where it was prepared") from None

@@ -2,6 +2,8 @@
 
 import jax.numpy as jnp
 
+from fnets import config as config_lib
+from fnets.models import cnn, lstm, mlp, sequence
 from fnets.models.cnn import CNN
 from fnets.models.mlp import MLP
 from fnets.models.sequence import LSTM, RNN, CharLM, RowSequenceClassifier
@@ -9,22 +11,34 @@ from fnets.models.sequence import LSTM, RNN, CharLM, RowSequenceClassifier
 __all__ = ["CNN", "MLP", "LSTM", "RNN", "CharLM", "RowSequenceClassifier"]
 
 MODELS = {"cnn": CNN, "mlp": MLP, "row_sequence": RowSequenceClassifier, "char_lm": CharLM}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _check_sequence(config) -> None:
+  """The fields of `config.model` that the recurrent models read."""
+  config_lib.one_of(config, "model.cell", tuple(sequence.CELLS))
+  config_lib.one_of(config, "model.impl", lstm.IMPLS)
+  config_lib.require(config, "positive_int", "model.hidden_size", "model.num_layers", "model.embed_dim",
+                     "model.unroll")
+  config_lib.require(config, "[0,1)", "model.dropout")
+
+
+_CHECKS = {"cnn": cnn.check, "mlp": mlp.check, "row_sequence": _check_sequence, "char_lm": _check_sequence}
+
+
+def check(config) -> None:
+  """`config.dtype` and the fields of `config.model` that its model reads."""
+  config_lib.one_of(config, "dtype", tuple(DTYPES))
+  config_lib.one_of(config, "model.name", tuple(MODELS))
+  _CHECKS[config.model.name](config)
 
 
 def create(model_config, **kwargs):
   """Builds the model named `model_config.name` from the rest of the config's fields."""
   fields = dict(model_config)
-  name = fields.pop("name")
-  if name not in MODELS:
-    raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-  return MODELS[name](**fields, **kwargs)
-
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+  return MODELS[fields.pop("name")](**fields, **kwargs)
 
 
 def compute_dtype(name: str):
   """The dtype a model computes in (`config.dtype`); parameters, optimizer state and the loss stay float32."""
-  if name not in DTYPES:
-    raise ValueError(f"dtype {name!r} is not supported; choose one of {sorted(DTYPES)}")
   return DTYPES[name]

@@ -3,7 +3,7 @@ then flatten → fully connected hidden layers → class logits (softmax is appl
 
 Options of the fast CIFAR-10 recipes (airbench, arXiv 2404.00498), each off by default:
   whiten_kernel = k > 0   a first k×k conv (VALID) whose 2·k²·C filters whiten the image's k×k patches: set from the
-                          training images by `patch_whitening` (fnets/train.py) and never trained (the "Whiten"
+                          training images by `patch_whitening` (fnets/tasks/classify.py) and never trained (the "Whiten"
                           layer; its bias trains). Followed by the activation.
   pool_before_norm        conv → pool → BN → activation: pooling right after the conv (BN and activation then work
                           on a quarter of the pixels) instead of after the activation.
@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnets.models.layers import activation, max_pool
+from fnets import config as config_lib
+from fnets.models.layers import ACTIVATIONS, activation, max_pool
 
 # Parameters set at init from the data and never trained: path → they are frozen by fnets/optim.py.
 WHITEN = "Whiten"
@@ -37,11 +38,33 @@ KERNEL_INITS = {"lecun_normal": nn.linear.default_kernel_init,
                 "torch": nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")}
 
 
-def _per_layer(value, n: int, name: str) -> tuple:
-  values = tuple(value) if isinstance(value, Sequence) else (value,) * n
-  if len(values) != n:
-    raise ValueError(f"{name} has {len(values)} entries for {n} conv layers: give one value or one per layer")
-  return values
+POOLS = ("max", "avg")
+GLOBAL_POOLS = ("none", "max", "avg")
+
+
+def check(config) -> None:
+  """The fields of `config.model` that CNN reads."""
+  m = lambda *names: [f"model.{n}" for n in names]
+  for name, choices in zip(m("activation", "pool", "global_pool", "padding", "kernel_init"),
+                           (ACTIVATIONS, POOLS, GLOBAL_POOLS, ("SAME", "VALID"), KERNEL_INITS)):
+    config_lib.one_of(config, name, tuple(choices))
+  config_lib.require(config, "positive_int", *m("conv_features", "dense_features", "kernel_size", "strides",
+                                                "pool_window"))
+  config_lib.require(config, "int>=0", *m("whiten_kernel"))
+  config_lib.require(config, "[0,1)", *m("dropout", "bn_momentum"))
+  config_lib.require(config, ">0", *m("logit_scale"))
+  config_lib.require(config, "bool", *m("batch_norm", "pool_before_norm", "norm_scale", "dirac_init", "logit_bias"))
+  n = len(config.model.conv_features)
+  for name in m("kernel_size", "strides"):
+    if config_lib.has(config, name) and isinstance(value := config_lib.get(config, name), (tuple, list)) \
+        and len(value) != n:
+      config_lib.fail(config, name, f"give one value or one per conv layer ({n})")
+  if not all(isinstance(i, int) and 0 <= i < n for i in config.model.get("pool_after", ())):
+    config_lib.fail(config, "model.pool_after", f"must index the conv layers, 0..{n - 1}")
+
+
+def _per_layer(value, n: int) -> tuple:
+  return tuple(value) if isinstance(value, Sequence) else (value,) * n
 
 
 def dirac(base_init):
@@ -105,14 +128,7 @@ class CNN(nn.Module):
   @nn.compact
   def __call__(self, x_BHWC: jax.Array, *, train: bool) -> jax.Array:
     n = len(self.conv_features)
-    kernels = _per_layer(self.kernel_size, n, "kernel_size")
-    strides = _per_layer(self.strides, n, "strides")
-    if self.pool not in ("max", "avg"):
-      raise ValueError(f"pool must be 'max' or 'avg', not {self.pool!r}")
-    if self.global_pool not in ("none", "max", "avg"):
-      raise ValueError(f"global_pool must be 'none', 'max' or 'avg', not {self.global_pool!r}")
-    if self.kernel_init not in KERNEL_INITS:
-      raise ValueError(f"kernel_init must be one of {sorted(KERNEL_INITS)}, not {self.kernel_init!r}")
+    kernels, strides = _per_layer(self.kernel_size, n), _per_layer(self.strides, n)
     w = self.pool_window
     pool = functools.partial(max_pool, window=w) if self.pool == "max" else (
         lambda x: nn.avg_pool(x, (w, w), (w, w)))
@@ -120,12 +136,12 @@ class CNN(nn.Module):
     x = x_BHWC.astype(self.dtype)
     if self.whiten_kernel:
       k, C = self.whiten_kernel, x.shape[-1]
-      # Zeros until fnets/train.py sets the kernel from the training images' patches.
+      # Zeros until fnets/tasks/classify.py sets the kernel from the training images' patches.
       x = act(nn.Conv(2 * k * k * C, (k, k), padding="VALID", kernel_init=nn.initializers.zeros, dtype=self.dtype,
                       name=WHITEN)(x))
     kernel_init = KERNEL_INITS[self.kernel_init]
     conv_init = dirac(kernel_init) if self.dirac_init else kernel_init
-    for layer, (features, k, s) in enumerate(zip(self.conv_features, kernels, strides)):
+    for layer, (features, k, s) in enumerate(zip(self.conv_features, kernels, strides, strict=True)):
       # No conv bias under batch norm: BN's own shift replaces it.
       x = nn.Conv(features, (k, k), (s, s), self.padding, use_bias=not self.batch_norm, kernel_init=conv_init,
                   dtype=self.dtype)(x)

@@ -6,7 +6,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fnets.models.layers import activation
+from fnets import config as config_lib
+from fnets.models.layers import ACTIVATIONS, activation
+
+
+def check(config) -> None:
+  """The fields of `config.model` that MLP reads."""
+  config_lib.one_of(config, "model.activation", tuple(ACTIVATIONS))
+  config_lib.require(config, "positive_int", "model.hidden_features")
+  config_lib.require(config, "[0,1)", "model.dropout")
 
 
 class MLP(nn.Module):

@@ -1,8 +1,8 @@
-"""Character language modelling: `setup(config)` builds the task that fnets/loop.py trains and evaluates, for
-the LSTM/RNN on tiny_shakespeare; at the end it writes a sample.
+"""Character language modelling (`config.task = "char_lm"`): the building blocks of a run, and `setup(config)`,
+which puts them together into the task that fnets/loop.py trains and evaluates; at the end it writes a sample.
 
-Stages: mesh → input (text, vocabulary) → model → optimizer and state → jitted steps. The same code runs on one
-device or many, in one process or many (fnets/parallel.py).
+Stages: mesh → input (text, vocabulary) → model → optimizer → initial state → jitted steps. The same code runs
+on one device or many, in one process or many (fnets/parallel.py).
 """
 
 import functools
@@ -16,11 +16,24 @@ import ml_collections
 import numpy as np
 import optax
 
-from fnets import loop, models, optim, parallel
-from fnets.config import ConfigError
+from fnets import config as config_lib
+from fnets import models, optim, parallel
 from fnets.data import text as text_data
-from fnets.loop import TrainState
+from fnets.errors import ConfigError
 from fnets.run_log import console
+from fnets.state import Task, TrainState
+
+SPLITS = ("train", "validation", "test")
+
+
+def check(config) -> None:
+  """The fields this task and the modules it uses read."""
+  config_lib.require(config, "positive_int", "batch_size", "seq_len", "num_steps", "eval_every_steps",
+                     "eval_streams", "sample_length")
+  config_lib.require(config, "int>=0", "warmup_steps")
+  config_lib.require(config, ">0", "sample_temperature")
+  for module in (models, optim, parallel):
+    module.check(config)
 
 
 def train_step(state: TrainState, tokens_BxT1, first, key, *, model, tx, lr_schedule):
@@ -79,16 +92,14 @@ def sample(model, params, vocab: text_data.Vocab, prompt: str, length: int, temp
   return prompt + vocab.decode(parallel.to_host(generate(params, key)))
 
 
-def setup(config: ml_collections.ConfigDict) -> loop.Task:
-  """Mesh, input, model, optimizer, the initial state and the jitted steps: all a run, its evaluation or a
-  notebook needs (`.context` holds the vocabulary, the ids of each split and the model)."""
-  # --- Mesh: the global batch (and the evaluation's parallel streams) split over all devices.
-  mesh = parallel.make_mesh()
+# --- The building blocks. Each takes the config and what the earlier ones made.
+
+def load_data(config, mesh, texts: dict[str, str] | None = None):
+  """(vocab, {split: ids}): the vocabulary comes from the train split and is saved with the run. `texts`: the
+  splits' texts of your own instead of the config's TFDS dataset."""
   parallel.check_divisible("batch_size", config.batch_size, mesh)
   parallel.check_divisible("eval_streams", config.eval_streams, mesh)
-
-  # --- Input: vocabulary from the train split, saved with the run.
-  texts = text_data.load_text(config.dataset, config.data_dir or None, ("train", "validation", "test"))
+  texts = texts or text_data.load_text(config.dataset, config.data_dir or None, SPLITS)
   vocab = text_data.Vocab.from_text(texts["train"])
   ids = {split: vocab.encode(text) for split, text in texts.items()}
   if (config.batch_size + 1) * config.seq_len >= len(ids["train"]):
@@ -99,15 +110,24 @@ def setup(config: ml_collections.ConfigDict) -> loop.Task:
     vocab.encode(config.sample_prompt)  # a prompt the vocabulary cannot encode fails now, not after training
   except ValueError as e:
     raise ConfigError(f"--config.sample_prompt={config.sample_prompt!r}: {e}") from None
-  total_steps = config.num_steps if not config.max_steps else min(config.num_steps, config.max_steps)
+  return vocab, ids
 
-  # --- Model: float32 params; the computation in config.dtype.
-  model = models.create(config.model, vocab_size=len(vocab.chars), dtype=models.compute_dtype(config.dtype))
-  lr_schedule = optim.schedule(config, config.num_steps, steps_per_epoch=1)  # all steps, even under max_steps
-  tx = optim.optimizer(config, lr_schedule)
 
-  # --- Optimizer and state; one seed gives params, dropout, data order and samples. The state carried from one
-  # training window to the next (truncated BPTT) is part of the train state: a resumed run continues it.
+def create_model(config, vocab):
+  """float32 params; the computation in config.dtype."""
+  return models.create(config.model, vocab_size=len(vocab.chars), dtype=models.compute_dtype(config.dtype))
+
+
+def create_optimizer(config):
+  """(tx, lr_schedule) over all num_steps, even under max_steps."""
+  lr_schedule = optim.schedule(config, config.num_steps, config.warmup_steps)
+  return optim.optimizer(config, lr_schedule), lr_schedule
+
+
+def init_state(config, model, tx, mesh):
+  """(state, train_key, sample_key, state_sharding). One seed gives params, dropout, data order and samples. The
+  state carried from one training window to the next (truncated BPTT) is part of the train state: a resumed run
+  continues it; it is split like the batch (each device carries its own rows)."""
   def init(seed):
     init_key, train_key, sample_key = jax.random.split(jax.random.key(seed), 3)
     tokens_BxT = jnp.zeros((config.batch_size, config.seq_len), jnp.int32)
@@ -117,26 +137,44 @@ def setup(config: ml_collections.ConfigDict) -> loop.Task:
 
   seed = np.int32(config.seed)
   sharding = parallel.state_shardings(mesh, jax.eval_shape(init, seed)[0], config.param_sharding)
-  # The carried state (layers, batch, hidden) is split like the batch: each device carries its own rows.
   sharding = sharding.replace(model_state={"carry": jax.tree.map(lambda _: parallel.batch_sharding(mesh, 1),
                                                                  sharding.model_state["carry"])})
   replicated = parallel.replicated(mesh)
   state, train_key, sample_key = jax.jit(init, out_shardings=(sharding, replicated, replicated))(seed)
+  return state, train_key, sample_key, sharding
 
-  # --- Steps, with explicit shardings: the state as placed above, the batch split over the devices. The batch of
-  # each step follows from (seed, step), so a resumed run sees the same data.
-  batch = parallel.batch_sharding(mesh)
+
+def jit_steps(model, tx, lr_schedule, mesh, state_sharding):
+  """(train_jit, eval_jit) with explicit shardings: the state as placed by init_state, the batch split over the
+  devices. train_jit(state, tokens_BxT1, first, key) -> (state, metrics); eval_jit(params, carry, inputs,
+  targets, mask) -> (carry, summed loss, count)."""
+  batch, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
   train_jit = jax.jit(functools.partial(train_step, model=model, tx=tx, lr_schedule=lr_schedule),
-                      in_shardings=(sharding, batch, replicated, replicated), out_shardings=(sharding, replicated),
-                      donate_argnums=0)
+                      in_shardings=(state_sharding, batch, replicated, replicated),
+                      out_shardings=(state_sharding, replicated), donate_argnums=0)
+  return train_jit, jax.jit(functools.partial(eval_chunk, model=model))
+
+
+def setup(config: ml_collections.ConfigDict, texts: dict[str, str] | None = None) -> Task:
+  """All a run, its evaluation or a notebook needs, from the blocks above (`.context` holds the vocabulary, the
+  ids of each split, the model and the jitted steps). `texts`: {"train", "validation", "test": text} of your own."""
+  mesh = parallel.make_mesh()
+  vocab, ids = load_data(config, mesh, texts)
+  total_steps = config.num_steps if not config.max_steps else min(config.num_steps, config.max_steps)
+  model = create_model(config, vocab)
+  tx, lr_schedule = create_optimizer(config)
+  state, train_key, sample_key, sharding = init_state(config, model, tx, mesh)
+  train_jit, eval_jit = jit_steps(model, tx, lr_schedule, mesh, sharding)
+
+  # The batch of each step follows from (seed, step), so a resumed run sees the same data.
+  batch, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
 
   def train_fn(state, step):
     tokens, first = text_data.stream_windows(ids["train"], config.batch_size, config.seq_len, config.seed, step)
     return train_jit(state, parallel.to_global(tokens, batch), parallel.to_global(np.bool_(first), replicated),
                      train_key)
 
-  eval_jit = jax.jit(functools.partial(eval_chunk, model=model))
-  eval_fn = lambda params, state, *arrays: eval_jit(params, state, *(parallel.to_global(a, batch) for a in arrays))
+  eval_fn = lambda params, carry, *arrays: eval_jit(params, carry, *(parallel.to_global(a, batch) for a in arrays))
   evaluate_split = lambda state, split: evaluate(eval_fn, state.params, ids[split], config.eval_streams,
                                                  config.seq_len)
 
@@ -148,11 +186,12 @@ def setup(config: ml_collections.ConfigDict) -> loop.Task:
         f.write(text + "\n")
       console.info("--- sample (temperature %s) ---\n%s\n---", config.sample_temperature, text)
 
-  return loop.Task(
+  return Task(
       state=state, train_step=train_fn, evaluate=evaluate_split, total_steps=total_steps,
       eval_every_steps=config.eval_every_steps, best_metric="loss", best_mode="min",
       items_per_step=config.batch_size * config.seq_len, rate_name="chars_per_sec",
       summary=f"{config.dataset}: {len(ids['train']):,} train / {len(ids['validation']):,} validation characters, "
               f"vocabulary {len(vocab.chars)}",
       files={"vocab.json": json.dumps({"chars": vocab.chars})}, finish=finish,
-      context=dict(vocab=vocab, ids=ids, model=model, mesh=mesh))
+      context=dict(vocab=vocab, ids=ids, model=model, mesh=mesh, tx=tx, lr_schedule=lr_schedule,
+                   train_jit=train_jit, eval_jit=eval_jit, train_key=train_key))

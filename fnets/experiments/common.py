@@ -1,11 +1,35 @@
-"""Fields every image-classification experiment has; experiment files start from these and change what differs."""
+"""Fields the experiments share; experiment files (and your own, anywhere: `from fnets.experiments import common`)
+start from these and change what differs."""
 
 import ml_collections
 
 
+def optimizer(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The optimizer's fields (fnets/optim.py), all recorded in config.json: SGD with Nesterov momentum and
+  one-cycle by default. The tasks add how long warmup lasts (warmup_epochs, warmup_steps)."""
+  c.optimizer = "sgd"  # sgd | adam | adamw
+  c.learning_rate = 0.1
+  c.momentum = 0.9
+  c.nesterov = True
+  c.weight_decay = 5e-4
+  c.schedule = "onecycle"  # constant | cosine | warmup_cosine | onecycle
+  c.lr_start_fraction = 0.1  # warmup starts at this fraction of the peak rate
+  c.lr_end_fraction = 0.0  # decaying schedules end at this fraction of it
+  c.grad_clip_norm = 0.0  # 0: no clipping
+  c.bias_lr_scale = 1.0  # learning-rate multiplier of the BN parameters (their weight decay stays)
+  c.decay_biases = False  # weight decay on biases and BN parameters too (else kernels only)
+  # Lookahead-EMA (fnets/optim.py): every lookahead_every steps from lookahead_start_epochs on (0: off), the
+  # weights are pulled back to their running average, ρ = lookahead_decay^every · (step / steps)^power.
+  c.lookahead_every = 0
+  c.lookahead_start_epochs = 0.0
+  c.lookahead_decay = 0.95
+  c.lookahead_decay_power = 3.0
+  return c
+
+
 def image_classification() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.task = "classify"  # fnets/train.py
+  c.task = "classify"  # fnets/tasks/classify.py
   c.seed = 0
   c.dataset = "mnist"
   c.data_dir = ""  # empty: $TFDS_DATA_DIR, else ~/tensorflow_datasets
@@ -30,25 +54,8 @@ def image_classification() -> ml_collections.ConfigDict:
   c.flip = True
   c.alternating_flip = False  # flip example i in epoch e iff coin(seed, i) xor (e odd) (airbench), not at random
   c.tta = "none"  # test-time augmentation of evaluation: none | flip | flip_translate (fnets/data/images.py)
-  # Optimizer.
-  c.optimizer = "sgd"  # sgd | adam | adamw
-  c.learning_rate = 0.1
-  c.momentum = 0.9
-  c.nesterov = True
-  c.weight_decay = 5e-4
-  c.schedule = "onecycle"  # constant | cosine | warmup_cosine | onecycle
+  optimizer(c)
   c.warmup_epochs = 1.0
-  c.lr_start_fraction = 0.1  # warmup starts at this fraction of the peak rate
-  c.lr_end_fraction = 0.0  # decaying schedules end at this fraction of it
-  c.grad_clip_norm = 0.0  # 0: no clipping
-  c.bias_lr_scale = 1.0  # learning-rate multiplier of the BN parameters (their weight decay stays)
-  c.decay_biases = False  # weight decay on biases and BN parameters too (else kernels only)
   c.whiten_bias_epochs = 0.0  # > 0: a patch-whitening layer's bias (model.whiten_kernel) is frozen after these
-  # Lookahead-EMA (fnets/optim.py): every lookahead_every steps from lookahead_start_epochs on (0: off), the
-  # weights are pulled back to their running average, ρ = lookahead_decay^every · (step / steps)^power.
-  c.lookahead_every = 0
-  c.lookahead_start_epochs = 0.0
-  c.lookahead_decay = 0.95
-  c.lookahead_decay_power = 3.0
   c.label_smoothing = 0.0
   return c

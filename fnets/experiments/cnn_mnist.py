@@ -9,7 +9,7 @@ run (and the test suite); alone ~8 minutes.
 
 import ml_collections
 
-from experiments import common
+from fnets.experiments import common
 
 
 def get_config() -> ml_collections.ConfigDict:

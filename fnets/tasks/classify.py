@@ -1,7 +1,9 @@
-"""Image classification: `setup(config)` builds the task that fnets/loop.py trains and evaluates.
+"""Image classification (`config.task = "classify"`): the building blocks of a run, and `setup(config)`, which
+puts them together into the task that fnets/loop.py trains and evaluates.
 
-Stages, in order: mesh → input (train and held-out validation; test only when the loop asks) → model → optimizer
-and state → jitted steps. The same code runs on one device or many, in one process or many (fnets/parallel.py).
+Stages, in order: mesh → input (train and held-out validation; test only when the loop asks) → model →
+optimizer → initial state → jitted steps. The same code runs on one device or many, in one process or many
+(fnets/parallel.py).
 
 With `config.ensemble_size = K > 1`, K members are trained at once by `jax.vmap` over a leading member axis of
 the train state: member k is exactly the run of seed `config.seed + k` (its own init, data order, augmentation and
@@ -16,14 +18,24 @@ import ml_collections
 import numpy as np
 import optax
 
-from fnets import loop, models, optim, parallel, runs
-from fnets.config import ConfigError
+from fnets import config as config_lib
+from fnets import models, optim, parallel
 from fnets.data import images as image_data
-from fnets.loop import TrainState
+from fnets.errors import ConfigError
 from fnets.models import cnn
+from fnets.state import Task, TrainState, by_path
 
 # The patch-whitening layer's statistics come from this many training images (airbench: 5,000, ~4.8M patches).
 WHITENING_IMAGES = 5000
+
+
+def check(config) -> None:
+  """The fields this task and the modules it uses read."""
+  config_lib.require(config, "positive_int", "batch_size", "eval_batch_size", "num_epochs", "ensemble_size")
+  config_lib.require(config, ">=0", "warmup_epochs", "whiten_bias_epochs")
+  config_lib.require(config, "[0,1)", "label_smoothing")
+  for module in (image_data, models, optim, parallel):
+    module.check(config)
 
 
 def cross_entropy(logits_BxC, labels_B, label_smoothing: float = 0.0):
@@ -40,7 +52,7 @@ def train_step(state: TrainState, images_BHWC, labels_B, key, indices_B=None, *,
   x_BHWC = image_data.normalize(images_BHWC, mean_C, std_C)
   if config.augment:
     flip_B = None
-    if config.get("alternating_flip"):
+    if config.alternating_flip:
       example_key = jax.random.fold_in(key, jnp.iinfo(jnp.int32).max)  # (a number no step reaches)
       flip_B = image_data.alternating_flip(example_key, indices_B, state.step // steps_per_epoch)
     x_BHWC = image_data.augment(aug_key, x_BHWC, config.crop_padding, config.flip, flip_B)
@@ -102,53 +114,58 @@ def evaluate(eval_fn, state, split: image_data.ImageSplit, batch_size: int) -> d
 def member_batch(split, config, step: int):
   """Training batch `step` (images, labels, the examples' indices): member k of an ensemble reads the data order
   of seed `seed + k`."""
-  def batch(seed):
-    indices = image_data.batch_indices(len(split.labels_N), config.batch_size, seed, step)
-    return split.images_NHWC[indices], split.labels_N[indices], indices.astype(np.int32)
   if config.ensemble_size == 1:
-    return batch(config.seed)
-  batches = [batch(config.seed + k) for k in range(config.ensemble_size)]
+    return image_data.train_batch(split, config.batch_size, config.seed, step)
+  batches = [image_data.train_batch(split, config.batch_size, config.seed + k, step)
+             for k in range(config.ensemble_size)]
   return tuple(np.stack(parts) for parts in zip(*batches))
 
 
-def setup(config: ml_collections.ConfigDict) -> loop.Task:
-  """Mesh, input, model, optimizer, the initial state and the jitted steps: all a run, its evaluation or a
-  notebook needs (`.context` holds the data and the model)."""
-  # --- Mesh: the global batch is split over all devices of all processes (fnets/parallel.py).
-  mesh = parallel.make_mesh()
+# --- The building blocks. Each takes the config and what the earlier ones made.
+
+def load_data(config, mesh) -> image_data.ImageDataset:
+  """Train and validation in memory (the test split is read only when asked); a batch that fits neither the
+  devices nor the data is a ConfigError."""
   parallel.check_divisible("batch_size", config.batch_size, mesh)
   parallel.check_divisible("eval_batch_size", config.eval_batch_size, mesh)
-
-  # --- Input: train and validation in memory; the test split is read only by evaluate(state, "test").
   data = image_data.load(config.dataset, config.data_dir or None, config.validation_percent)
-  num_train = len(data.train.labels_N)
-  if config.batch_size > num_train:
-    raise ConfigError(f"--config.batch_size={config.batch_size} is larger than the {num_train} training examples; "
-                      f"use at most {num_train}")
-  steps_per_epoch = num_train // config.batch_size
-  total_steps = steps_per_epoch * config.num_epochs
-  if config.max_steps:
-    total_steps = min(total_steps, config.max_steps)
+  check_batch(config, data)
+  return data
 
-  # --- Model, optimizer and train state: one seed gives the parameters and, folded with the step, every step's
-  # augmentation and dropout. Params stay float32 under dtype=bfloat16; only the computation is bf16.
-  model = models.create(config.model, num_classes=data.num_classes, dtype=models.compute_dtype(config.dtype))
-  # The schedule spans all epochs even when max_steps stops the run early (a smoke run sees the real rates).
-  schedule_steps = steps_per_epoch * config.num_epochs
-  lr_schedule = optim.schedule(config, schedule_steps, steps_per_epoch)
-  # A patch-whitening first layer (model.whiten_kernel) is set from the training images as the model sees them
-  # (normalised), the same for every seed, and frozen; its bias trains for whiten_bias_epochs (0: throughout).
+
+def check_batch(config, data) -> None:
+  if config.batch_size > (n := len(data.train.labels_N)):
+    raise ConfigError(f"--config.batch_size={config.batch_size} is larger than the {n} training examples; "
+                      f"use at most {n}")
+
+
+def create_model(config, data):
+  """Params stay float32 under dtype=bfloat16; only the computation is bf16."""
+  return models.create(config.model, num_classes=data.num_classes, dtype=models.compute_dtype(config.dtype))
+
+
+def create_optimizer(config, model, data, steps_per_epoch: int):
+  """(tx, lr_schedule). The schedule spans all epochs even when max_steps stops the run early (a smoke run sees
+  the real rates). The patch-whitening kernel is frozen; its bias trains for whiten_bias_epochs (0: throughout)."""
+  total = steps_per_epoch * config.num_epochs
+  lr_schedule = optim.schedule(config, total, int(config.warmup_epochs * steps_per_epoch))
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), data.train.images_NHWC[:1], train=False))
+  param_paths = by_path(shapes["params"])
+  frozen = {path: 0 for path in cnn.FROZEN_PATHS if path in param_paths}
+  if (bias := f"{cnn.WHITEN}/bias") in param_paths and config.get("whiten_bias_epochs"):
+    frozen[bias] = int(config.whiten_bias_epochs * steps_per_epoch)
+  tx = optim.optimizer(config, lr_schedule, frozen=frozen, total_steps=total, steps_per_epoch=steps_per_epoch)
+  return tx, lr_schedule
+
+
+def init_state(config, model, tx, data, mesh):
+  """(state, train_key, state_sharding): one seed gives the parameters and, folded with the step, every step's
+  augmentation and dropout. A patch-whitening first layer (model.whiten_kernel) is set from the training images as
+  the model sees them (normalised), the same for every seed."""
   whiten = {}
   if k := config.model.get("whiten_kernel", 0):
     x_NHWC = (data.train.images_NHWC[:WHITENING_IMAGES] - data.mean_C) / data.std_C
     whiten = {"kernel": jnp.asarray(cnn.patch_whitening(x_NHWC, k))}
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), data.train.images_NHWC[:1], train=False))
-  param_paths = runs.by_path(shapes["params"])
-  frozen = {path: 0 for path in cnn.FROZEN_PATHS if path in param_paths}
-  if (bias := f"{cnn.WHITEN}/bias") in param_paths and config.get("whiten_bias_epochs"):
-    frozen[bias] = int(config.whiten_bias_epochs * steps_per_epoch)
-  tx = optim.optimizer(config, lr_schedule, frozen=frozen, total_steps=schedule_steps,
-                       steps_per_epoch=steps_per_epoch)
 
   def init(seed):
     init_key, train_key = jax.random.split(jax.random.key(seed))
@@ -162,27 +179,54 @@ def setup(config: ml_collections.ConfigDict) -> loop.Task:
   seeds = config.seed + np.arange(config.ensemble_size) if ensemble else np.int32(config.seed)
   init = jax.vmap(init) if ensemble else init
   state_sharding = parallel.state_shardings(mesh, jax.eval_shape(init, seeds)[0], config.param_sharding)
-  replicated = parallel.replicated(mesh)
-  state, train_key = jax.jit(init, out_shardings=(state_sharding, replicated))(seeds)
+  state, train_key = jax.jit(init, out_shardings=(state_sharding, parallel.replicated(mesh)))(seeds)
+  return state, train_key, state_sharding
 
-  # --- Steps: everything on the hot path inside one jit, with explicit shardings; the old state's buffers are
-  # reused (donated). An ensemble's batches are (member, batch, ...): split along the batch axis.
+
+def jit_steps(config, model, tx, lr_schedule, data, mesh, state_sharding, steps_per_epoch: int):
+  """(train_jit, eval_jit): everything on the hot path inside one jit, with explicit shardings; the old state's
+  buffers are reused (donated). An ensemble's batches are (member, batch, ...): split along the batch axis.
+  train_jit(state, images, labels, key, indices) -> (state, metrics); eval_jit(state, images, labels, mask) -> sums."""
+  ensemble = config.ensemble_size > 1
   constants = dict(model=model, mean_C=data.mean_C, std_C=data.std_C)
   step_fn = functools.partial(train_step, tx=tx, lr_schedule=lr_schedule, config=config,
                               steps_per_epoch=steps_per_epoch, **constants)
-  step_fn = jax.vmap(step_fn) if ensemble else step_fn
-  batch = parallel.batch_sharding(mesh, batch_axis=1 if ensemble else 0)
-  step_jit = jax.jit(step_fn, in_shardings=(state_sharding, batch, batch, replicated, batch),
-                     out_shardings=(state_sharding, replicated), donate_argnums=0)
+  batch, replicated = parallel.batch_sharding(mesh, batch_axis=1 if ensemble else 0), parallel.replicated(mesh)
+  train_jit = jax.jit(jax.vmap(step_fn) if ensemble else step_fn,
+                      in_shardings=(state_sharding, batch, batch, replicated, batch),
+                      out_shardings=(state_sharding, replicated), donate_argnums=0)
+  eval_batch = parallel.batch_sharding(mesh)
+  eval_jit = jax.jit(functools.partial(eval_step, ensemble=ensemble, tta=config.tta, **constants),
+                     in_shardings=(state_sharding, eval_batch, eval_batch, eval_batch), out_shardings=replicated)
+  return train_jit, eval_jit
+
+
+def setup(config: ml_collections.ConfigDict, data: image_data.ImageDataset | None = None) -> Task:
+  """All a run, its evaluation or a notebook needs, from the blocks above (`.context` holds the data, the model
+  and the jitted steps). `data`: arrays of your own (image_data.in_memory) instead of the config's TFDS dataset."""
+  mesh = parallel.make_mesh()
+  if data is None:
+    data = load_data(config, mesh)
+  else:
+    check_batch(config, data)
+  num_train = len(data.train.labels_N)
+  steps_per_epoch = num_train // config.batch_size
+  total_steps = steps_per_epoch * config.num_epochs
+  if config.max_steps:
+    total_steps = min(total_steps, config.max_steps)
+  model = create_model(config, data)
+  tx, lr_schedule = create_optimizer(config, model, data, steps_per_epoch)
+  state, train_key, state_sharding = init_state(config, model, tx, data, mesh)
+  train_jit, eval_jit = jit_steps(config, model, tx, lr_schedule, data, mesh, state_sharding, steps_per_epoch)
+
+  batch = parallel.batch_sharding(mesh, batch_axis=1 if config.ensemble_size > 1 else 0)
 
   def train_fn(state, step):
     images, labels, indices = member_batch(data.train, config, step)
-    return step_jit(state, parallel.to_global(images, batch), parallel.to_global(labels, batch), train_key,
-                    parallel.to_global(indices, batch))
+    return train_jit(state, parallel.to_global(images, batch), parallel.to_global(labels, batch), train_key,
+                     parallel.to_global(indices, batch))
 
   eval_batch = parallel.batch_sharding(mesh)
-  eval_jit = jax.jit(functools.partial(eval_step, ensemble=ensemble, tta=config.get("tta", "none"), **constants),
-                     in_shardings=(state_sharding, eval_batch, eval_batch, eval_batch), out_shardings=replicated)
   eval_fn = lambda state, *arrays: eval_jit(state, *(parallel.to_global(a, eval_batch) for a in arrays))
   splits = {"validation": data.validation}
 
@@ -192,9 +236,10 @@ def setup(config: ml_collections.ConfigDict) -> loop.Task:
     return evaluate(eval_fn, state, splits[split], config.eval_batch_size)
 
   held_out = f"{len(data.validation.labels_N):,} validation" if data.validation else "no validation"
-  return loop.Task(
+  return Task(
       state=state, train_step=train_fn, evaluate=evaluate_split, total_steps=total_steps,
       eval_every_steps=steps_per_epoch if data.validation else 0, best_metric="accuracy", best_mode="max",
       items_per_step=config.batch_size, rate_name="examples_per_sec", steps_per_epoch=steps_per_epoch,
-      summary=f"{config.dataset}: {num_train:,} train / {held_out} examples, {steps_per_epoch} steps an epoch",
-      context=dict(data=data, model=model, mesh=mesh))
+      summary=f"{data.name}: {num_train:,} train / {held_out} examples, {steps_per_epoch} steps an epoch",
+      context=dict(data=data, model=model, mesh=mesh, tx=tx, lr_schedule=lr_schedule, train_jit=train_jit,
+                   eval_jit=eval_jit, train_key=train_key))

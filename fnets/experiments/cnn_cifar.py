@@ -33,7 +33,7 @@ Before PyTorch's init and the BN-only bias rate (commits f8e0d25, 04cfc0f): seed
 
 import ml_collections
 
-from experiments import common
+from fnets.experiments import common
 
 
 def get_config() -> ml_collections.ConfigDict:

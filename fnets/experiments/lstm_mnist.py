@@ -9,7 +9,7 @@ shared with another run).
 
 import ml_collections
 
-from experiments import common
+from fnets.experiments import common
 
 
 def get_config() -> ml_collections.ConfigDict:

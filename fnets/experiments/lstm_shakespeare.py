@@ -6,7 +6,7 @@ truncated BPTT as char-rnn does; prints and saves a sample.
 
 Training: each of the 64 batch rows reads its own contiguous stream of the train text, 128 characters per step,
 and the state is carried from one window to the next (gradients cut at the window's start); evaluation carries
-the state through 64 streams of the validation text the same way (fnets/train_lm.py).
+the state through 64 streams of the validation text the same way (fnets/tasks/char_lm.py).
 
 Expected (2-core x86 CPU, jax 0.10.2; seed 0, commit 8ebff50): validation 1.435 nats/char (2.070 bits/char), test
 1.550 (final model, also the best checkpoint), after 3000 steps (24.6M characters, ~24 epochs); 39m53s of wall
@@ -20,13 +20,15 @@ truncated BPTT gave 1.509 and dropout 0.25 with 3000 steps 1.435.
 
 import ml_collections
 
+from fnets.experiments import common
+
 VARIANTS = {"lstm": "the default", "rnn": "vanilla tanh RNN baseline: the same model and training, the LSTM cell "
             "swapped for tanh"}
 
 
 def get_config(cell: str = "lstm") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.task = "char_lm"  # fnets/train_lm.py
+  c.task = "char_lm"  # fnets/tasks/char_lm.py
   c.seed = 0
   c.dataset = "tiny_shakespeare"
   c.data_dir = ""  # empty: $TFDS_DATA_DIR, else ~/tensorflow_datasets
@@ -43,13 +45,14 @@ def get_config(cell: str = "lstm") -> ml_collections.ConfigDict:
   c.eval_streams = 64
   c.checkpoint_every_steps = 250  # and at every evaluation
   c.keep_checkpoints = 3
+  common.optimizer(c)
   c.optimizer = "adam"
   c.learning_rate = 2e-3
   c.momentum = 0.0
   c.nesterov = False
   c.weight_decay = 0.0
   c.schedule = "warmup_cosine"
-  c.warmup_epochs = 100.0  # in steps here: an "epoch" of the schedule is one step
+  c.warmup_steps = 100
   c.grad_clip_norm = 1.0
   c.model = ml_collections.ConfigDict(dict(name="char_lm", cell=cell, embed_dim=128, hidden_size=512,
                                            num_layers=1, dropout=0.25, unroll=1, impl="fused"))
