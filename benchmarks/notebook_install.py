@@ -29,8 +29,8 @@ from test_notebook_install import install_cell  # noqa: E402  (the cell, checked
 # After the cell: what a notebook imports next, and the versions the cell left.
 CHECK = """
 import importlib.metadata, json
-from experiments import cnn_mnist, lstm_shakespeare
-import fnets.train, fnets.train_lm
+from fnets.experiments import cnn_mnist, lstm_shakespeare
+from fnets.tasks import char_lm, classify
 print("CHECK " + json.dumps({"fnets": fnets.__file__, "numpy": importlib.metadata.version("numpy"),
                              "absl-py": importlib.metadata.version("absl-py"),
                              "jax": importlib.metadata.version("jax")}))

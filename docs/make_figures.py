@@ -1,10 +1,11 @@
-"""Renders the README's figures from real runs: executes three notebooks at their default settings on real data
-and saves one figure of each as docs/figures/NAME.png.
+"""Renders the figures of the README and docs/results.md from real runs: executes three notebooks at their default
+settings on real data and saves one figure of each as docs/figures/NAME.png.
 
   TFDS_DATA_DIR=$PWD/../shared/tfds python docs/make_figures.py     # ~10 minutes on a 2-core CPU
 
 The notebooks are run in a temporary copy (never written back); each figure is the PNG the notebook drew, found
-by its cell's title. Needs the test extra (nbclient, ipykernel, matplotlib) and mnist and tiny_shakespeare.
+by its cell's title. Needs fnets installed with the test extra (`pip install -e ".[test]"`: nbclient, ipykernel,
+matplotlib; the notebooks import the installed fnets) and mnist and tiny_shakespeare.
 """
 
 import base64

@@ -65,7 +65,7 @@ def test_init_from_starts_from_the_source_weights_with_a_fresh_optimizer(source_
       return task.train_step(state, step)
     return dataclasses.replace(task, train_step=train_step)
 
-  monkeypatch.setattr(train, "setup", setup_and_watch)
+  monkeypatch.setattr(classify, "setup", setup_and_watch)
   loop.train_and_evaluate(config(f"--config.init_from={source_run}", "--config.max_steps=1"), str(tmp_path / "ft"))
   best_step = runs.Checkpoints(source_run, 3, "accuracy", "max")
   best = best_step.restore(seen[0], best=True)

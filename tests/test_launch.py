@@ -106,7 +106,7 @@ def test_config_file_and_experiment_name_give_the_same_run(finished_run, tmp_pat
   outside.parent.mkdir()
   outside.write_text("from fnets.experiments import cnn_mnist\n\ndef get_config():\n  c = cnn_mnist.get_config()\n"
                      "  c.batch_size, c.eval_batch_size, c.max_steps, c.log_every_steps = 16, 24, 3, 1\n  return c\n")
-  runs = {"by_path": [f"--config={os.path.join(ROOT, 'experiments', 'cnn_mnist.py')}", *SMOKE],
+  runs = {"by_path": [f"--config={os.path.join(ROOT, 'fnets', 'experiments', 'cnn_mnist.py')}", *SMOKE],
           "outside": [f"--config={outside}"]}
   for name, args in runs.items():
     proc = launch(*args, f"--workdir={tmp_path / name}")
@@ -158,7 +158,7 @@ MALFORMED = [  # (arguments, what the one line must name)
     (["--experiment=nope"], "unknown experiment 'nope'"),
     (["--experiment=lstm_shakespeare:gru"], "unknown variant 'gru'; choose one of: lstm, rnn"),
     (["--config=/nonexistent/my_config.py"], "--config=/nonexistent/my_config.py: no such file"),
-    ([f"--config={ROOT}/experiments"], "not a Python file"),
+    ([f"--config={ROOT}/fnets/experiments"], "not a Python file"),
     (["--config.batch_size=8"], "needs a config"),
     ([*LSTM, "--config.seq_len=0"], "--config.seq_len=0: must be a positive integer"),
     ([*LSTM, "--config.model.cell=gru"], "--config.model.cell='gru': unknown choice; choose one of: lstm, rnn"),
@@ -170,12 +170,26 @@ MALFORMED = [  # (arguments, what the one line must name)
 
 def test_malformed_invocations_fail_in_one_line_and_leave_the_run_alone(finished_run, tmp_path):
   before = snapshot(finished_run)
+  damaged = tmp_path / "damaged"  # a copy of the run whose config.json was cut short
+  damaged.mkdir()
+  (damaged / "config.json").write_text((finished_run / "config.json").read_text()[:40])
+  (damaged / "run.json").write_text((finished_run / "run.json").read_text())
+  damaged_before = snapshot(damaged)
   a_file = tmp_path / "a_file"
   a_file.write_text("not a directory")
   cases = [(args + [f"--workdir={finished_run}"], needle) for args, needle in MALFORMED] + [
       (["--experiment=cnn_mnist", *SMOKE, f"--workdir={a_file}"], f"--workdir={a_file} is a file, not a directory"),
       (["--experiment=cnn_mnist", *SMOKE, f"--workdir={a_file}/run"], "is a file, not a directory"),
       (["--mode=eval", f"--workdir={tmp_path / 'nothing'}"], "holds no run (no config.json)"),
+      (["--experiment=cnn_mnist", *SMOKE, f"--workdir={tmp_path / ('x' * 300) / 'run'}"],
+       "cannot be created (File name too long"),
+      (["--experiment=cnn_mnist", *SMOKE, f"--workdir={tmp_path / 'mp'}", "--num_processes=0"], "--num_processes=0"),
+      (["--experiment=cnn_mnist", *SMOKE, f"--workdir={tmp_path / 'mp'}", "--coordinator_address=localhost:1234",
+        "--num_processes=2", "--process_id=2"], "--process_id=2: give this process's index, from 0 to"),
+      (["--experiment=cnn_mnist", *SMOKE, f"--workdir={tmp_path / 'mp'}", "--coordinator_address=localhost"],
+       "--coordinator_address=localhost: write HOST:PORT"),
+      (["--experiment=cnn_mnist", *SMOKE, f"--workdir={damaged}"], f"{damaged}/config.json is damaged (JSONDecodeError"),
+      (["--mode=eval", f"--workdir={damaged}"], f"{damaged}/config.json is damaged"),
       # A mistake found once the data is read: the new run's directory is not even created.
       (["--experiment=cnn_mnist", "--config.batch_size=100000", f"--workdir={tmp_path / 'new'}"],
        "--config.batch_size=100000 is larger than the 64 training examples"),
@@ -196,7 +210,8 @@ def test_malformed_invocations_fail_in_one_line_and_leave_the_run_alone(finished
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], (args, proc.stderr[-2000:])
     assert seconds < 30, (args, seconds)
   assert snapshot(finished_run) == before
-  assert not (tmp_path / "new").exists()
+  assert snapshot(damaged) == damaged_before
+  assert not (tmp_path / "new").exists() and not (tmp_path / "mp").exists()
 
 
 def test_missing_data_offline_fails_fast_with_instructions(tmp_path):
@@ -210,3 +225,20 @@ def test_missing_data_offline_fails_fast_with_instructions(tmp_path):
   assert "--config.data_dir=DIR or TFDS_DATA_DIR=DIR" in proc.stderr
   assert "Traceback" not in proc.stderr
   assert not (tmp_path / "run").exists()  # a run that could not start wrote nothing
+
+
+def test_damaged_dataset_files_fail_in_one_line(tmp_path):
+  """A prepared dataset whose array_record files are damaged (here: cut to random bytes) is named with the fix."""
+  import shutil
+  version_dir = tmp_path / "data" / "mnist" / "3.0.1"
+  shutil.copytree(os.path.join(ROOT, "tests", "tfds_metadata", "mnist", "3.0.1"), version_dir)
+  junk = np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes()
+  for split in ("train", "test"):
+    (version_dir / f"mnist-{split}.array_record-00000-of-00001").write_bytes(junk)
+  proc = launch("--experiment=mlp_mnist", f"--workdir={tmp_path / 'run'}", f"--config.data_dir={tmp_path / 'data'}",
+                real=True)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and f"the files of mnist in {version_dir} cannot be read" in lines[0], proc.stderr[-2000:]
+  assert "prepare the dataset again" in lines[0]
+  assert not (tmp_path / "run").exists()

@@ -59,7 +59,7 @@ def test_language_model_resumes_to_the_same_result(mock_tfds, monkeypatch, tmp_p
 
   stopped = str(tmp_path / "stopped")
   with monkeypatch.context() as patch:
-    sigterm_during_step(patch, train_lm, stop_step=4)
+    sigterm_during_step(patch, char_lm, stop_step=4)
     with pytest.raises(runs.Preempted, match="at step 4$"):
       loop.train_and_evaluate(config, stopped)
   assert loop.train_and_evaluate(config, stopped) == first
@@ -104,7 +104,7 @@ def test_stop_at_any_step_neither_skips_nor_repeats_an_evaluation(mock_tfds, mon
   for stop_step in (4, 6):  # the end of epoch 1 (where it evaluates), the middle of epoch 2
     workdir = str(tmp_path / f"stopped_at_{stop_step}")
     with monkeypatch.context() as patch:
-      sigterm_during_step(patch, train, stop_step)
+      sigterm_during_step(patch, classify, stop_step)
       with pytest.raises(runs.Preempted, match=f"at step {stop_step}$"):
         loop.train_and_evaluate(config, workdir)
     assert saved_steps(workdir)[-1] == stop_step

@@ -7,9 +7,11 @@ sane. The executed notebooks stay in memory: nothing is written into the reposit
 
 import ast
 import asyncio
+import importlib
 import json
 import math
 import os
+import re
 
 import nbformat
 import pytest
@@ -184,6 +186,35 @@ def test_notebook_runs_and_draws_its_figures(name, executed):
     logged = "".join(output.get("text", "") for cell in cells for output in cell.get("outputs", [])
                      if output.get("name") == "stderr")
     assert "[train] step 2/8" in logged and "[eval] step 4/8" in logged
+
+
+def config_fields_set(source: str) -> set[str]:
+  """The dotted names after `config.` that a notebook's code assigns ("num_steps", "model.hidden_size")."""
+  fields = set()
+  code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%"))  # (magics)
+  for node in ast.walk(ast.parse(code)):
+    for target in node.targets if isinstance(node, ast.Assign) else []:
+      names = []
+      while isinstance(target, ast.Attribute):
+        names.insert(0, target.attr)
+        target = target.value
+      if isinstance(target, ast.Name) and target.id == "config" and names:
+        fields.add(".".join(names))
+  return fields
+
+
+def test_notebooks_set_only_fields_their_experiments_have():
+  # A ConfigDict takes a new field silently: a renamed field (warmup_epochs → warmup_steps) would be ignored.
+  for name in NOTEBOOK_CASES:
+    nb = nbformat.read(os.path.join(NOTEBOOKS, f"{name}.ipynb"), as_version=4)
+    source = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
+    for experiment in re.findall(r"^from fnets\.experiments import (\w+)$", source, re.MULTILINE):
+      config = importlib.import_module(f"fnets.experiments.{experiment}").get_config()
+      for field in config_fields_set(source):
+        node = config
+        for part in field.split("."):
+          assert part in node, f"{name} sets config.{field}, which {experiment}'s config has not"
+          node = node[part]
 
 
 def test_every_notebook_is_tested_and_opens_in_colab():
