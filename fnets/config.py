@@ -137,7 +137,7 @@ def check_overrides(config: ml_collections.ConfigDict, args: Sequence[str]) -> N
 
 
 def override(config: ml_collections.ConfigDict, args: Sequence[str]) -> ml_collections.ConfigDict:
-  """A copy of `config` with `--config.a.b=value` arguments applied (for notebooks and tests; launch.py applies
+  """A copy of `config` with `--config.a.b=value` arguments applied (for notebooks and tests; the launcher, fnets/main.py, applies
   them through config_flags after `check_overrides`)."""
   check_overrides(config, args)
   config = ml_collections.ConfigDict(config.to_dict())

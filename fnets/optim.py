@@ -100,7 +100,7 @@ def optimizer(config, learning_rate: optax.Schedule, *, frozen: Mapping[str, int
     tx = optax.chain(tx, optax.masked(optax.scale(bias_scale), _norm_mask))
   if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
-  if config.lookahead_every:
+  if config.get("lookahead_every"):  # (a field of the image tasks only)
     tx = lookahead(tx, every=config.lookahead_every,
                    start_step=int(config.lookahead_start_epochs * steps_per_epoch), total_steps=total_steps,
                    steps_per_epoch=steps_per_epoch, decay=config.lookahead_decay,

@@ -1,6 +1,6 @@
 """CNN on MNIST: 4 conv layers (16-32-32-64) with batch norm, dense 256 with dropout, one-cycle SGD, 4 epochs.
 
-  TFDS_DATA_DIR=../shared/tfds python launch.py --experiment=cnn_mnist --workdir=/tmp/cnn_mnist
+  TFDS_DATA_DIR=../shared/tfds fnets --experiment=cnn_mnist --workdir=/tmp/cnn_mnist
 
 Expected (2-core x86 CPU, jax 0.10.2; seed 0, 54,000 train / 6,000 validation images): 99.49% test accuracy (final
 model, also the best checkpoint), 99.32% validation, 4 epochs. Wall time 19m36s on a machine shared with another

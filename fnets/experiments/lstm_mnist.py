@@ -1,6 +1,6 @@
 """LSTM on MNIST rows: each image is a 28-step sequence of 28-pixel rows; 1×128 LSTM, Adam, 10 epochs.
 
-  TFDS_DATA_DIR=../shared/tfds python launch.py --experiment=lstm_mnist --workdir=/tmp/lstm_mnist
+  TFDS_DATA_DIR=../shared/tfds fnets --experiment=lstm_mnist --workdir=/tmp/lstm_mnist
 
 Expected (2-core x86 CPU, jax 0.10.2; seed 0, 54,000 train / 6,000 validation images): 98.93% test accuracy (final
 model; the best checkpoint, epoch 8: 98.92%), 99.07% validation, in 4m36s of wall time (10 epochs, the machine

@@ -1,8 +1,8 @@
 """Character-level LSTM language model on tiny_shakespeare (1×512 LSTM, dropout 0.25, Adam), trained with
 truncated BPTT as char-rnn does; prints and saves a sample.
 
-  TFDS_DATA_DIR=../shared/tfds python launch.py --experiment=lstm_shakespeare --workdir=/tmp/lstm_shakespeare
-  TFDS_DATA_DIR=../shared/tfds python launch.py --experiment=lstm_shakespeare:rnn --workdir=/tmp/rnn_shakespeare
+  TFDS_DATA_DIR=../shared/tfds fnets --experiment=lstm_shakespeare --workdir=/tmp/lstm_shakespeare
+  TFDS_DATA_DIR=../shared/tfds fnets --experiment=lstm_shakespeare:rnn --workdir=/tmp/rnn_shakespeare
 
 Training: each of the 64 batch rows reads its own contiguous stream of the train text, 128 characters per step,
 and the state is carried from one window to the next (gradients cut at the window's start); evaluation carries
@@ -27,25 +27,14 @@ VARIANTS = {"lstm": "the default", "rnn": "vanilla tanh RNN baseline: the same m
 
 
 def get_config(cell: str = "lstm") -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.task = "char_lm"  # fnets/tasks/char_lm.py
-  c.seed = 0
-  c.dataset = "tiny_shakespeare"
-  c.data_dir = ""  # empty: $TFDS_DATA_DIR, else ~/tensorflow_datasets
+  c = common.run("char_lm", "tiny_shakespeare")
   c.batch_size = 64
   c.seq_len = 128
   c.num_steps = 3000
-  c.max_steps = 0  # stop after this many steps when > 0 (smoke runs)
-  c.dtype = "float32"  # or bfloat16: computation only; params, optimizer state and loss stay float32
-  c.param_sharding = "replicated"  # or fsdp: large arrays of the train state split over the devices
-  c.init_from = ""  # a run's workdir (its best checkpoint, else latest) or WORKDIR/checkpoints/STEP: start from its weights
-  c.profile_steps = ""  # "A:B": a jax.profiler trace of steps A..B-1 in WORKDIR/profile (TensorBoard, Perfetto)
   c.log_every_steps = 50
+  c.checkpoint_every_steps = 250  # and at every evaluation
   c.eval_every_steps = 250
   c.eval_streams = 64
-  c.checkpoint_every_steps = 250  # and at every evaluation
-  c.keep_checkpoints = 3
-  common.optimizer(c)
   c.optimizer = "adam"
   c.learning_rate = 2e-3
   c.momentum = 0.0

@@ -1,6 +1,6 @@
 """MLP on MNIST: 784 → 1024 → 1024 → 10 with ReLU and dropout, one-cycle SGD, 10 epochs.
 
-  TFDS_DATA_DIR=../shared/tfds python launch.py --experiment=mlp_mnist --workdir=/tmp/mlp_mnist
+  TFDS_DATA_DIR=../shared/tfds fnets --experiment=mlp_mnist --workdir=/tmp/mlp_mnist
 
 Expected (2-core x86 CPU, jax 0.10.2; seed 0, 54,000 train / 6,000 validation images): 98.55% test accuracy (final
 model, also the best checkpoint), 98.53% validation, 10 epochs. Wall time 4m34s on a machine shared with another

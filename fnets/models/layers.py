@@ -20,7 +20,7 @@ def max_pool(x_BHWC: jax.Array, window: int) -> jax.Array:
 
   Why: XLA lowers max pooling's gradient (select-and-scatter) to a scatter, which XLA:CPU runs element by
   element: at cnn_cifar's sizes forward + backward take 2.15-2.30× as long as with this rule, and the whole train
-  step 1.24× (benchmarks/max_pool_cpu.py, cnn_cifar_step_variants.py). The tangent of each output is that of the first pixel of its window (row-major) equal
+  step 1.24× (benchmarks/README.md). The tangent of each output is that of the first pixel of its window (row-major) equal
   to the maximum, the pixel select-and-scatter picks, so gradients are the same numbers. As a JVP rule it also
   serves forward mode; reverse mode is its transpose (strided slices → padding)."""
   return nn.max_pool(x_BHWC, (window, window), (window, window))
