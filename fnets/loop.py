@@ -43,8 +43,9 @@ def check(config: ml_collections.ConfigDict) -> None:
   TASKS[config.task].check(config)
 
 
-def setup(config: ml_collections.ConfigDict) -> Task:
-  return TASKS[config.task].setup(config)
+def setup(config: ml_collections.ConfigDict, workdir: str | None = None) -> Task:
+  """The config's task; with the `workdir` of a run, the task uses what that run recorded of its data."""
+  return TASKS[config.task].setup(config, workdir=workdir)
 
 
 def step_of(state: TrainState) -> int:
@@ -81,12 +82,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, fresh
   show_console()
   check(config)
   runs.check_workdir(workdir, config, fresh)  # leaves the disk as it was: fails before any data is read
-  task = setup(config)
+  task = setup(config, None if fresh else workdir)
   if fresh and parallel.is_primary() and (moved := runs.move_aside(workdir)):
     console.info("--fresh: the previous run in %s was moved to %s", workdir, moved)
   parallel.sync("fresh")  # no process starts before the old run is out of the way
   layers = param_summary(task.state.params)
-  runs.start(workdir, config, task.files, {"params": num_params(task.state.params), "layers": layers})
+  runs.start(workdir, config, task.files, {**task.record, "params": num_params(task.state.params), "layers": layers})
 
   checkpoints = runs.Checkpoints(workdir, config.keep_checkpoints, task.best_metric, task.best_mode)
   log = None
@@ -135,12 +136,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, fresh
         if signum:
           raise runs.Preempted(step, signum)
 
-    # --- Final records: the test split is read here for the first time.
+    # --- Final records: the test split is read here for the first time (data of your own may have none).
     test = task.evaluate(state, "test")
-    log.write(step, "test", test)
+    if test is not None:
+      log.write(step, "test", test)
     best_step = checkpoints.best_step()
     test_best = None
-    if best_step is not None:
+    if best_step is not None and test is not None:
       test_best = test if best_step == step else task.evaluate(checkpoints.restore(state, best=True), "test")
       test_best = {**test_best, "best_step": best_step}
       log.write(step, "test_best", test_best)
@@ -158,11 +160,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   WORKDIR/eval.json."""
   show_console()
   check(config)
-  task = setup(config)
+  task = setup(config, workdir)
   restored, step = runs.restore_for_eval(workdir, task.state, task.best_metric, task.best_mode)
   out = {"checkpoint_step": step}
   for split in ("validation", "test") if task.eval_every_steps else ("test",):
-    out[split] = task.evaluate(restored, split)
+    if (metrics := task.evaluate(restored, split)) is not None:
+      out[split] = metrics
   if parallel.is_primary():
     runs.write_json(os.path.join(workdir, "eval.json"), out)
   for split in ("validation", "test"):
@@ -177,7 +180,7 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
   WORKDIR/export/torch_state_dict.npz in PyTorch's names (models.sequence.torch_state_dict). Returns the paths."""
   show_console()
   check(config)
-  task = setup(config)
+  task = setup(config, workdir)
   state, step = runs.restore_for_eval(workdir, task.state, task.best_metric, task.best_mode)
   state = jax.device_get(state)
   out_dir = os.path.join(workdir, "export")

@@ -30,6 +30,7 @@ class Task:
   rate_name: str
   steps_per_epoch: int = 0  # > 0: records carry the epoch
   summary: str = ""  # one line about the data, printed at the start
+  record: dict = dataclasses.field(default_factory=dict)  # what the model follows from the data, for run.json
   files: dict[str, str] = dataclasses.field(default_factory=dict)  # written into the workdir at the start
   finish: Callable[[TrainState, str], None] | None = None  # after the final records (e.g. write a sample)
   context: dict = dataclasses.field(default_factory=dict)  # data, model, vocab...: for notebooks

@@ -57,8 +57,8 @@ def test_init_from_starts_from_the_source_weights_with_a_fresh_optimizer(source_
   seen = []
   setup = classify.setup
 
-  def setup_and_watch(config):
-    task = setup(config)
+  def setup_and_watch(config, **kwargs):
+    task = setup(config, **kwargs)
 
     def train_step(state, step):
       seen.append(jax.device_get(state))

@@ -77,8 +77,8 @@ def sigterm_during_step(monkeypatch, module, stop_step):
   import dataclasses
   setup = module.setup
 
-  def setup_then_stop(config):
-    task = setup(config)
+  def setup_then_stop(config, **kwargs):
+    task = setup(config, **kwargs)
 
     def train_step_then_stop(state, step):
       out = task.train_step(state, step)

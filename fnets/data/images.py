@@ -1,4 +1,6 @@
-"""Image classification data: a TFDS dataset held in memory as uint8, batched on the host, augmented on device.
+"""Image classification data held in memory as uint8, batched on the host, augmented on device: a TFDS dataset
+(`cifar10`, `mnist`, ...), a folder of images (`folder:PATH`) or arrays (`npz:PATH`) of your own
+(fnets/data/image_files.py).
 
 Small image sets (MNIST, CIFAR) fit in memory many times over, so each split is decoded once into a uint8
 array; batching is then a NumPy gather, and normalisation and augmentation run inside the jitted train step.
@@ -18,7 +20,8 @@ import numpy as np
 
 import fnets
 from fnets import config as config_lib
-from fnets.data import tfds_source
+from fnets.data import image_files, tfds_source
+from fnets.errors import DataError
 from fnets.files import write_atomic
 
 TTA = ("none", "flip", "flip_translate")
@@ -34,6 +37,9 @@ def check(config) -> None:
   if not (isinstance(config.validation_percent, int) and 0 <= config.validation_percent < 100):
     config_lib.fail(config, "validation_percent", "must be an integer in [0, 100): the percent of the train split "
                     "held out for validation")
+  config_lib.require(config, "int>=0", "image_size")
+  if config.get("image_size") and not config.dataset.startswith("folder:"):
+    config_lib.fail(config, "image_size", "resizes the images of a folder: dataset only; set it to 0")
 
 
 class _WithoutOpenCVAdvice(logging.Filter):
@@ -69,10 +75,12 @@ class ImageDataset:
   mean_C: np.ndarray  # per-channel mean and std of the train part, in [0, 255] units
   std_C: np.ndarray
   test: ImageSplit | None = None  # in-memory data only; a TFDS dataset reads its test split when asked
+  classes: tuple[str, ...] = ()  # the class names, where the data has them (a folder's)
 
-  def read_test(self) -> ImageSplit:
-    """The test split; from TFDS, read only for a run's final record and --mode=eval."""
-    if self.test is not None:
+  def read_test(self) -> ImageSplit | None:
+    """The test split, or None for data of your own without one; from TFDS, read only for a run's final record
+    and --mode=eval."""
+    if self.test is not None or ":" in self.name:
       return self.test
     return _read_split(tfds_source.open_source(self.name, self.data_dir, ("test",))["test"])
 
@@ -102,10 +110,16 @@ def _read_split(source) -> ImageSplit:
   return split
 
 
-def load(name: str, data_dir: str | None = None, validation_percent: int = 10) -> ImageDataset:
-  """The train split of TFDS image dataset `name` (cifar10, mnist, ...), of which the last `validation_percent`
-  percent (TFDS slicing: train[:90%] and train[90%:], the same examples for every seed) is held out for
-  validation. The test split is not read here."""
+def load(name: str, data_dir: str | None = None, validation_percent: int = 10, image_size: int = 0) -> ImageDataset:
+  """The train split of image dataset `name`, of which the last `validation_percent` percent (TFDS slicing:
+  train[:90%] and train[90%:], the same examples for every seed) is held out for validation. `name` is a TFDS
+  dataset (cifar10, mnist, ...), whose test split is not read here, or `folder:PATH` or `npz:PATH`
+  (image_files), held out after one fixed shuffle (their files come ordered by class)."""
+  kind, _, path = name.partition(":")
+  if kind in ("folder", "npz"):
+    return _own(name, kind, os.path.expanduser(path), validation_percent, image_size)
+  if ":" in name:
+    raise DataError(f"--config.dataset={name}: unknown kind {kind!r}; give a TFDS name, folder:PATH or npz:PATH")
   p = validation_percent
   splits = {"train": f"train[:{100 - p}%]", "validation": f"train[{100 - p}%:]"} if p else {"train": "train"}
   sources = tfds_source.open_source(name, data_dir, tuple(splits.values()))
@@ -115,12 +129,24 @@ def load(name: str, data_dir: str | None = None, validation_percent: int = 10) -
   return in_memory(name, train, validation, num_classes, data_dir=data_dir)
 
 
+def _own(name: str, kind: str, path: str, validation_percent: int, image_size: int) -> ImageDataset:
+  own = image_files.read_folder(path, image_size) if kind == "folder" else image_files.read_npz(path)
+  images, labels = own["train"]
+  order = np.random.default_rng(0).permutation(len(labels))  # fixed: the same held-out examples for every seed
+  held_out = round(len(labels) * validation_percent / 100)
+  train, validation = order[:len(labels) - held_out], order[len(labels) - held_out:]
+  split = lambda idx: ImageSplit(images[np.sort(idx)], labels[np.sort(idx)])
+  test = ImageSplit(*own["test"]) if own["test"] is not None else None
+  return in_memory(name, split(train), split(validation) if held_out else None, len(own["classes"]), test=test,
+                   classes=tuple(own["classes"]))
+
+
 def in_memory(name: str, train: ImageSplit, validation: ImageSplit | None, num_classes: int,
-              test: ImageSplit | None = None, data_dir: str | None = None) -> ImageDataset:
+              test: ImageSplit | None = None, data_dir: str | None = None, classes: tuple = ()) -> ImageDataset:
   """A dataset of arrays, with the per-channel statistics of `train` (benchmarks and tests build theirs so)."""
   pixels = train.images_NHWC.reshape(-1, train.images_NHWC.shape[-1]).astype(np.float64)
   return ImageDataset(name, data_dir, train, validation, num_classes, pixels.mean(0).astype(np.float32),
-                      np.maximum(pixels.std(0), 1.0).astype(np.float32), test)
+                      np.maximum(pixels.std(0), 1.0).astype(np.float32), test, tuple(classes))
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,34 +1,62 @@
-"""Character-level text: a TFDS text dataset (tiny_shakespeare) as integer ids; training windows read as contiguous
-streams (truncated BPTT), random windows for experiments on pure functions, evaluation chunks in order."""
+"""Character-level text as integer ids: a TFDS text dataset (tiny_shakespeare) or any UTF-8 file of yours
+(`text:PATH`); training windows read as contiguous streams (truncated BPTT), random windows for experiments on
+pure functions, evaluation chunks in order."""
 
 import dataclasses
+import os
 
 import numpy as np
 
 from fnets.data import tfds_source
+from fnets.errors import DataError
+
+UNKNOWN = "\ufffd"  # stands for every character the train split does not have (text:PATH datasets)
 
 
 @dataclasses.dataclass(frozen=True)
 class Vocab:
-  chars: str  # id i is chars[i]
+  chars: str  # id i is chars[i]; if it holds UNKNOWN, other characters outside it are encoded as UNKNOWN
 
   @classmethod
-  def from_text(cls, text: str) -> "Vocab":
-    return cls("".join(sorted(set(text))))
+  def from_text(cls, text: str, unknown: bool = False) -> "Vocab":
+    return cls("".join(sorted(set(text) | ({UNKNOWN} if unknown else set()))))
 
   def encode(self, text: str) -> np.ndarray:
     index = {ch: i for i, ch in enumerate(self.chars)}
     unknown = sorted(set(text) - set(index))
-    if unknown:
+    if unknown and UNKNOWN not in index:
       raise ValueError(f"characters {unknown!r} are not in the vocabulary (built from the train split)")
-    return np.array([index[ch] for ch in text], np.int32)
+    fallback = index.get(UNKNOWN, -1)
+    return np.array([index.get(ch, fallback) for ch in text], np.int32)
 
   def decode(self, ids) -> str:
     return "".join(self.chars[i] for i in np.asarray(ids).reshape(-1))
 
 
-def load_text(name: str, data_dir: str | None, splits=("train", "validation", "test")) -> dict[str, str]:
-  """{split: the split's whole text}; tiny_shakespeare stores each split as one example."""
+def read_text_file(path: str, fractions=(0.9, 0.05, 0.05)) -> dict[str, str]:
+  """{"train", "validation", "test": text}: contiguous blocks of a UTF-8 file, by `fractions` of its characters."""
+  try:
+    with open(os.path.expanduser(path), "rb") as f:
+      raw = f.read()
+  except OSError as e:
+    raise DataError(f"--config.dataset=text:{path}: {e.strerror}; give the path of a UTF-8 text file") from None
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise DataError(f"{path} is not UTF-8: byte 0x{raw[e.start]:02x} at byte offset {e.start} ({e.reason}); "
+                    f"convert it, e.g. iconv -f latin1 -t utf-8 {path} > out.txt") from None
+  text = text.removeprefix("\ufeff")  # a byte-order mark is not text
+  ends = np.cumsum(fractions) / np.sum(fractions) * len(text)
+  train_end, validation_end = int(ends[0]), int(ends[1])
+  return {"train": text[:train_end], "validation": text[train_end:validation_end], "test": text[validation_end:]}
+
+
+def load_text(name: str, data_dir: str | None, splits=("train", "validation", "test"),
+              fractions=(0.9, 0.05, 0.05)) -> dict[str, str]:
+  """{split: the split's whole text}: of a TFDS dataset (tiny_shakespeare stores each split as one example), or of
+  a file of yours, `text:PATH` (`read_text_file`)."""
+  if name.startswith("text:"):
+    return read_text_file(name.removeprefix("text:"), fractions)
   sources = tfds_source.open_source(name, data_dir, splits)
   out = {}
   for split, source in sources.items():

@@ -42,7 +42,8 @@ def run(task: str, dataset: str) -> ml_collections.ConfigDict:
 
 
 def image_classification() -> ml_collections.ConfigDict:
-  c = run("classify", "mnist")
+  c = run("classify", "mnist")  # a TFDS name, or your own images: folder:PATH or npz:PATH (fnets/data/)
+  c.image_size = 0  # folder: datasets only: resize every image to image_size × image_size (0: keep their size)
   # The last validation_percent % of TFDS's train split is held out: evaluated after every epoch, it picks the
   # best checkpoint. The test split is read once, at the end. 0: train on all of it, no evaluation until the end.
   c.validation_percent = 10

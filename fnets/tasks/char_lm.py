@@ -31,7 +31,9 @@ def check(config) -> None:
   config_lib.require(config, "positive_int", "batch_size", "seq_len", "num_steps", "eval_every_steps",
                      "eval_streams", "sample_length")
   config_lib.require(config, "int>=0", "warmup_steps")
-  config_lib.require(config, ">0", "sample_temperature")
+  config_lib.require(config, ">0", "sample_temperature", "text_fractions")
+  if len(config.text_fractions) != 3:
+    config_lib.fail(config, "text_fractions", "give three fractions: train, validation and test")
   for module in (models, optim, parallel):
     module.check(config)
 
@@ -94,18 +96,23 @@ def sample(model, params, vocab: text_data.Vocab, prompt: str, length: int, temp
 
 # --- The building blocks. Each takes the config and what the earlier ones made.
 
-def load_data(config, mesh, texts: dict[str, str] | None = None):
-  """(vocab, {split: ids}): the vocabulary comes from the train split and is saved with the run. `texts`: the
-  splits' texts of your own instead of the config's TFDS dataset."""
+def load_data(config, mesh, texts: dict[str, str] | None = None, vocab: text_data.Vocab | None = None):
+  """(vocab, {split: ids}): the vocabulary comes from the train split and is saved with the run (`vocab`: the one
+  a run saved). A file of yours (text:PATH) gets an unknown symbol for characters its train part lacks. `texts`:
+  the splits' texts of your own instead of the config's dataset."""
   parallel.check_divisible("batch_size", config.batch_size, mesh)
   parallel.check_divisible("eval_streams", config.eval_streams, mesh)
-  texts = texts or text_data.load_text(config.dataset, config.data_dir or None, SPLITS)
-  vocab = text_data.Vocab.from_text(texts["train"])
+  texts = texts or text_data.load_text(config.dataset, config.data_dir or None, SPLITS, config.text_fractions)
+  vocab = vocab or text_data.Vocab.from_text(texts["train"], unknown=config.dataset.startswith("text:"))
   ids = {split: vocab.encode(text) for split, text in texts.items()}
   if (config.batch_size + 1) * config.seq_len >= len(ids["train"]):
     raise ConfigError(f"--config.batch_size={config.batch_size} streams of --config.seq_len={config.seq_len} "
                       f"characters and a spare window do not fit the {len(ids['train']):,} characters of the train "
-                      f"text; use a smaller batch or window")
+                      f"text of {config.dataset}; use a smaller batch or window, or more text")
+  for split in ("validation", "test"):
+    if len(ids[split]) < 2:
+      raise ConfigError(f"the {split} part of {config.dataset} has {len(ids[split])} characters; give more text or "
+                        f"a larger --config.text_fractions share")
   try:
     vocab.encode(config.sample_prompt)  # a prompt the vocabulary cannot encode fails now, not after training
   except ValueError as e:
@@ -155,11 +162,22 @@ def jit_steps(model, tx, lr_schedule, mesh, state_sharding):
   return train_jit, jax.jit(functools.partial(eval_chunk, model=model))
 
 
-def setup(config: ml_collections.ConfigDict, texts: dict[str, str] | None = None) -> Task:
+def saved_vocab(workdir: str | None) -> text_data.Vocab | None:
+  """The vocabulary a run saved in its workdir (vocab.json), if any: evaluation, sampling and export of a run
+  encode its text as it was trained."""
+  path = os.path.join(workdir, "vocab.json") if workdir else ""
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return text_data.Vocab(json.load(f)["chars"])
+
+
+def setup(config: ml_collections.ConfigDict, texts: dict[str, str] | None = None, workdir: str | None = None) -> Task:
   """All a run, its evaluation or a notebook needs, from the blocks above (`.context` holds the vocabulary, the
-  ids of each split, the model and the jitted steps). `texts`: {"train", "validation", "test": text} of your own."""
+  ids of each split, the model and the jitted steps). `texts`: {"train", "validation", "test": text} of your own;
+  `workdir`: a run whose saved vocabulary to use."""
   mesh = parallel.make_mesh()
-  vocab, ids = load_data(config, mesh, texts)
+  vocab, ids = load_data(config, mesh, texts, saved_vocab(workdir))
   total_steps = config.num_steps if not config.max_steps else min(config.num_steps, config.max_steps)
   model = create_model(config, vocab)
   tx, lr_schedule = create_optimizer(config)
@@ -192,6 +210,7 @@ def setup(config: ml_collections.ConfigDict, texts: dict[str, str] | None = None
       items_per_step=config.batch_size * config.seq_len, rate_name="chars_per_sec",
       summary=f"{config.dataset}: {len(ids['train']):,} train / {len(ids['validation']):,} validation characters, "
               f"vocabulary {len(vocab.chars)}",
+      record={"data": {"vocab_size": len(vocab.chars), "train_characters": len(ids["train"])}},
       files={"vocab.json": json.dumps({"chars": vocab.chars})}, finish=finish,
       context=dict(vocab=vocab, ids=ids, model=model, mesh=mesh, tx=tx, lr_schedule=lr_schedule,
                    train_jit=train_jit, eval_jit=eval_jit, train_key=train_key))

@@ -11,6 +11,7 @@ dropout), and evaluation reports the ensemble (mean of the members' probabilitie
 """
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -128,7 +129,7 @@ def load_data(config, mesh) -> image_data.ImageDataset:
   devices nor the data is a ConfigError."""
   parallel.check_divisible("batch_size", config.batch_size, mesh)
   parallel.check_divisible("eval_batch_size", config.eval_batch_size, mesh)
-  data = image_data.load(config.dataset, config.data_dir or None, config.validation_percent)
+  data = image_data.load(config.dataset, config.data_dir or None, config.validation_percent, config.image_size)
   check_batch(config, data)
   return data
 
@@ -201,9 +202,11 @@ def jit_steps(config, model, tx, lr_schedule, data, mesh, state_sharding, steps_
   return train_jit, eval_jit
 
 
-def setup(config: ml_collections.ConfigDict, data: image_data.ImageDataset | None = None) -> Task:
+def setup(config: ml_collections.ConfigDict, data: image_data.ImageDataset | None = None,
+          workdir: str | None = None) -> Task:
   """All a run, its evaluation or a notebook needs, from the blocks above (`.context` holds the data, the model
-  and the jitted steps). `data`: arrays of your own (image_data.in_memory) instead of the config's TFDS dataset."""
+  and the jitted steps). `data`: arrays of your own (image_data.in_memory) instead of the config's dataset.
+  (`workdir` is the char_lm task's; an image run records its classes but reads them from its data.)"""
   mesh = parallel.make_mesh()
   if data is None:
     data = load_data(config, mesh)
@@ -233,6 +236,8 @@ def setup(config: ml_collections.ConfigDict, data: image_data.ImageDataset | Non
   def evaluate_split(state, split: str) -> dict:
     if split == "test" and "test" not in splits:
       splits["test"] = data.read_test()
+    if splits[split] is None:  # (data of your own without a test split)
+      return None
     return evaluate(eval_fn, state, splits[split], config.eval_batch_size)
 
   held_out = f"{len(data.validation.labels_N):,} validation" if data.validation else "no validation"
@@ -241,5 +246,8 @@ def setup(config: ml_collections.ConfigDict, data: image_data.ImageDataset | Non
       eval_every_steps=steps_per_epoch if data.validation else 0, best_metric="accuracy", best_mode="max",
       items_per_step=config.batch_size, rate_name="examples_per_sec", steps_per_epoch=steps_per_epoch,
       summary=f"{data.name}: {num_train:,} train / {held_out} examples, {steps_per_epoch} steps an epoch",
+      record={"data": {"num_classes": data.num_classes, "image_shape": list(data.train.images_NHWC.shape[1:]),
+                       "train_examples": num_train, **({"classes": list(data.classes)} if data.classes else {})}},
+      files={"classes.json": json.dumps({"classes": list(data.classes)})} if data.classes else {},
       context=dict(data=data, model=model, mesh=mesh, tx=tx, lr_schedule=lr_schedule, train_jit=train_jit,
                    eval_jit=eval_jit, train_key=train_key))
