@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from fnets.models import lstm, rnn
+from fnets.models import lstm, rnn, sequence
 
 
 def sigmoid(x):
@@ -95,7 +95,7 @@ def test_rnn_equals_numpy_equations(impl):
 @pytest.mark.parametrize("impl", ["fused", "scan"])
 @pytest.mark.parametrize("module", [lstm, rnn])
 def test_derivatives_match_central_finite_differences(module, impl):
-  """Reverse mode, and forward mode (jvp) except through the fused LSTM, against central differences (float64)."""
+  """Reverse mode, and forward mode (jvp), against central differences (float64)."""
   with jax.enable_x64(True):
     params = jax.tree.map(lambda a: a.astype(jnp.float64), module.init(jax.random.key(0), 3, 4, num_layers=2))
     x = jax.random.normal(jax.random.key(1), (2, 5, 3), jnp.float64)
@@ -107,14 +107,14 @@ def test_derivatives_match_central_finite_differences(module, impl):
       return jnp.sum(jnp.sin(y)) + sum(jnp.sum(s ** 2) for s in jax.tree.leaves(final))
 
     # Reverse mode of the scan path: test_fused_and_scan_paths_agree_in_outputs_final_state_and_gradients.
-    modes = {"fused": ["rev"], "scan": ["fwd"]}[impl]
+    modes = {"fused": ["fwd", "rev"], "scan": ["fwd"]}[impl]
     check_grads(jax.jit(loss), (params, x, state), order=1, modes=modes, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("module", [lstm, rnn])
 def test_fused_and_scan_paths_agree_in_outputs_final_state_and_gradients(module):
-  """The fused path (for the LSTM: custom VJP) against the reference (`lax.scan` over `cell`, JAX's autodiff):
-  2 layers, padding and an initial state; gradients of params, inputs and initial state."""
+  """The fused path (for the LSTM: the hand-written backward) against the reference (`lax.scan` over `cell`, JAX's
+  autodiff): 2 layers, padding and an initial state; gradients of params, inputs and initial state."""
   params, x, state = setup(num_layers=2, B=3, T=7)
   if module is rnn:
     params, state = rnn.init(jax.random.key(0), 4, 5, num_layers=2), state.h
@@ -167,17 +167,6 @@ def test_lstm_hessian_and_grad_of_grad():
     np.testing.assert_allclose(hessians["fused"], hessians["scan"], rtol=1e-9, atol=1e-12)
     curvature = jax.jit(jax.grad(jax.grad(lambda s: f(s * x, "fused"))))(1.0)
     np.testing.assert_allclose(curvature, x.ravel() @ hessians["scan"] @ x.ravel(), rtol=1e-9)
-
-
-def test_fused_path_under_forward_mode_names_impl_scan():
-  params, x = setup()[:2]
-  f = lambda x: lstm.apply(params, x)[0]
-  with pytest.raises(TypeError, match='impl="scan"'):
-    jax.jvp(f, (x,), (x,))
-  with pytest.raises(TypeError, match='impl="scan"'):
-    jax.jit(jax.jacfwd(f))(x)
-  with pytest.raises(ValueError, match="unknown impl"):
-    lstm.apply(params, x, impl="loop")
 
 
 @pytest.mark.parametrize("module", [lstm, rnn])
@@ -235,35 +224,35 @@ def test_dropout_between_layers_only_in_training():
 
 @pytest.mark.parametrize("cell", ["lstm", "rnn"])
 def test_models_choose_the_path_with_config_model_impl(cell):
-  """`model.impl` of a config reaches the layers: the same logits either way, and forward mode through "scan"."""
+  """`model.impl` of a config reaches the layers: the same logits either way (forward mode through both:
+  tests/test_forward_mode.py). The Flax layers keep their parameter paths (LSTM_0/cells, RNN_0/cells: checkpoints
+  and torch_state_dict depend on them); the RNN has no forget_bias."""
   from fnets import models
   tokens = jnp.array([[1, 2, 3, 4]])
   model = {impl: models.create(dict(name="char_lm", embed_dim=4, hidden_size=5, cell=cell, impl=impl), vocab_size=7)
            for impl in lstm.IMPLS}
   variables = model["fused"].init(jax.random.key(0), tokens)
+  assert "cells" in variables["params"][{"lstm": "LSTM_0", "rnn": "RNN_0"}[cell]]
   logits = {impl: m.apply(variables, tokens)[0] for impl, m in model.items()}
   np.testing.assert_allclose(logits["fused"], logits["scan"], rtol=1e-5, atol=1e-6)
-  f = lambda impl: lambda v: model[impl].apply(v, tokens)[0]
-  _, tangent = jax.jvp(f("scan"), (variables,), (variables,))
-  assert tangent.shape == logits["scan"].shape
-  if cell == "lstm":
-    with pytest.raises(TypeError, match='impl="scan"'):
-      jax.jvp(f("fused"), (variables,), (variables,))
+  assert hasattr(sequence.LSTM(5), "forget_bias") and not hasattr(sequence.RNN(5), "forget_bias")
+
 
 @pytest.mark.parametrize("cell", ["lstm", "rnn"])
 def test_truncated_bptt_step_continues_the_stream(cell):
-  """train_lm's step carries the final state into the next window (the loss of window 2 is that of the whole text
+  """char_lm.train_step carries the final state into the next window (the loss of window 2 is that of the whole text
   read at once), resets it where `first`, and stops the gradient at the window's start."""
   import optax
-  from fnets import models, train_lm
-  from fnets.loop import TrainState
+  from fnets import models
+  from fnets.state import TrainState
+  from fnets.tasks import char_lm
   model = models.create(dict(name="char_lm", embed_dim=4, hidden_size=5, cell=cell), vocab_size=7)
   tokens = jax.random.randint(jax.random.key(1), (2, 9), 0, 7)  # two windows of 4, sharing character 4
   params = model.init(jax.random.key(0), tokens[:, :4])["params"]
   tx = optax.sgd(0.0)  # the params stay, so both steps see the same model
   carry = jax.tree.map(jnp.zeros_like, model.apply({"params": params}, tokens[:, :4])[1])
   state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {"carry": carry})
-  step = jax.jit(functools.partial(train_lm.train_step, model=model, tx=tx, lr_schedule=lambda s: 0.0))
+  step = jax.jit(functools.partial(char_lm.train_step, model=model, tx=tx, lr_schedule=lambda s: 0.0))
   state, _ = step(state, tokens[:, :5], True, jax.random.key(2))
   continued, metrics = step(state, tokens[:, 4:], False, jax.random.key(2))
   logits = model.apply({"params": params}, tokens[:, :-1])[0]

@@ -13,22 +13,24 @@ This is PyTorch's nn.LSTM layout transposed: W = weight_ih_l{k}.T, U = weight_hh
 
 `cell` is the equations gate by gate (for reading and as the reference). `apply` runs the same equations fast:
 the input projection of all time steps is one matmul outside the loop, each step's four gates come from one
-matmul h_{t-1}·U and one elementwise pass, and the backward pass (a custom VJP) gets the gradient of h_{t-1} from
-one matmul per step and forms the gradients of x, W and U as one large matmul each after the reverse loop,
-instead of T small ones. Inside, the loops run feature-major (h_{t-1} as an H×B matrix, the gates as 4H×B):
+matmul h_{t-1}·U and one elementwise pass, and the backward pass (by hand, `_backward`) gets the gradient of
+h_{t-1} from one matmul per step and forms the gradients of x, W and U as one large matmul each after the reverse
+loop, instead of T small ones. Inside, the loops run feature-major (h_{t-1} as an H×B matrix, the gates as 4H×B):
 on CPU the per-step products Uᵀ·h (4H×H · H×B) run ~25% faster than h·U (B×H · H×4H), and the weight gradients
 become x·dzᵀ over all T·B columns, the fastest form of that matmul here (benchmarks/lstm_speed.py).
 
-Two implementations of `apply`, the same equations and arguments (`impl=`):
-  "fused"  the fast path above, what the models train with. Reverse mode only (jax.grad, jax.vjp, jax.jacrev;
-           jax.hessian and forward-over-reverse HVPs work too, as forward mode over its backward pass):
-           JAX cannot apply forward mode (jax.jvp, jax.jacfwd, jax.linearize) to a custom VJP. Under jax.jvp or
-           jax.jacfwd, jitted or not, it raises a TypeError that names impl="scan"; where the forward mode is
-           applied to it from outside a jit or vmap (jax.jvp(jax.jit(f)), the function jax.linearize returns)
-           JAX's own error "can't apply forward-mode autodiff (jvp) to a custom_vjp function" comes instead.
-  "scan"   the reference: `jax.lax.scan` over `cell`, plain JAX autodiff, so every transformation works (jvp,
-           jacfwd, linearize, hessian, grad of grad, vmap). Slower to train with. `trace_layer` runs it over one
-           layer and keeps every step's gates and states.
+Two implementations of `apply`, the same equations and arguments (`impl=`); every JAX transformation works
+through both (jax.grad, jax.vjp, jax.jvp, jax.jacfwd, jax.linearize, jax.hessian, vmap, jit, in any nesting):
+  "fused"  the fast path above, what the models train with. Its derivative is a custom JVP whose tangent is one
+           linear primitive (`_linear_p`): forward mode (jax.jvp, jax.jacfwd, the function jax.linearize returns,
+           also where applied outside a jit: jax.jvp(jax.jit(f))) evaluates it as JAX's JVP of the fused forward
+           (`_tangent`, which runs the forward again); reverse mode (jax.grad, jax.vjp, and vmap of them) transposes
+           it with `_backward`, so a training step compiles to the same program as with a custom VJP. Forward over
+           reverse (jax.hessian, HVPs) differentiates `_backward`. Where vmap batches the linear map itself (jacfwd,
+           grad of a vmapped apply) it becomes plain JAX code, whose transpose (in grad of vmap) is JAX's own:
+           the same values, not the hand-written speed.
+  "scan"   the reference: `jax.lax.scan` over `cell` (`recurrent.scan_layer`), plain JAX autodiff. Slower to train
+           with. `trace_layer` runs it over one layer and keeps every step's gates and states.
 
 Mixed precision (the Flax layer's dtype=bfloat16 casts the params and x): the matmuls and the gates run in
 bfloat16, g from tanh; the cell state c, h = o ⊙ tanh(c) and their gradients are carried in float32, and the state
@@ -39,7 +41,9 @@ import functools
 from typing import NamedTuple
 
 import jax
+import jax.extend
 import jax.numpy as jnp
+from jax.interpreters import ad, batching, mlir
 
 from fnets.models import recurrent
 
@@ -128,7 +132,7 @@ def _forward(W, U, b, x_DxTxB, m_1xTxB, c0_HxB, h0_HxB, unroll):
     h = o * jnp.tanh(c)
     if m_1xTxB is not None:  # a padded step (m = 0) leaves the state as it was and outputs zeros
       m = _at(m_1xTxB, t)
-      c, h, y = _masked(m, c, c_prev), _masked(m, h, h_prev), m * h
+      c, h, y = recurrent.masked(m, c, c_prev), recurrent.masked(m, h, h_prev), m * h
     else:
       y = h
     return (c, h, _put(z_or_gates, gates, t), _put(h_prevs, h_prev_in, t), _put(c_prevs, c_prev, t),
@@ -141,22 +145,31 @@ def _forward(W, U, b, x_DxTxB, m_1xTxB, c0_HxB, h0_HxB, unroll):
   return (y, cT, hT), (gates, h_prevs, c_prevs)
 
 
-def _masked(m, new, old):
-  return m * new + (1 - m) * old
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(7,))
 def _recurrence(W, U, b, x_DxTxB, m_1xTxB, c0, h0, unroll):
   return _forward(W, U, b, x_DxTxB, m_1xTxB, c0, h0, unroll)[0]
 
 
-def _recurrence_fwd(W, U, b, x_DxTxB, m_1xTxB, c0, h0, unroll):
-  out, saved = _forward(W, U, b, x_DxTxB, m_1xTxB, c0, h0, unroll)
-  return out, (W, U, x_DxTxB, m_1xTxB, *saved)
+@_recurrence.defjvp
+def _recurrence_jvp(unroll, primals, tangents):
+  """The primal by the fused forward; the tangent by `_linear_p`, the derivative as a linear map of the tangents
+  that forward mode evaluates (`_tangent`) and reverse mode transposes (`_backward`)."""
+  out, saved = _forward(*primals, unroll)
+  dW, dU, db, dx, _, dc0, dh0 = tangents  # the mask is data: no derivative
+  leaves, tree = jax.tree.flatten(((*primals, *saved), (dW, dU, db, dx, dc0, dh0)))
+  return out, tuple(_linear_p.bind(*leaves, tree=tree, unroll=unroll))
 
 
-def _recurrence_bwd(unroll, residuals, cotangents):
-  W, U, x_DxTxB, m_1xTxB, gates_GxTxB, h_prev_HxTxB, c_prev_HxTxB = residuals
+def _tangent(residuals, tangents, unroll):
+  """Forward mode: JAX's JVP of the fused forward (it runs the forward again beside the tangents)."""
+  W, U, b, x_DxTxB, m_1xTxB, c0, h0 = residuals[:7]
+  f = lambda W, U, b, x, c0, h0: _forward(W, U, b, x, m_1xTxB, c0, h0, unroll)[0]
+  return jax.jvp(f, (W, U, b, x_DxTxB, c0, h0), tangents)[1]
+
+
+def _backward(residuals, cotangents):
+  """Reverse mode: the transpose of `_tangent`, by hand. Returns the cotangents of (W, U, b, x, c0, h0)."""
+  W, U, _, x_DxTxB, m_1xTxB, _, _, gates_GxTxB, h_prev_HxTxB, c_prev_HxTxB = residuals
   dy_HxTxB, dcT, dhT = cotangents
   D, T, B = x_DxTxB.shape
   G = U.shape[1]
@@ -193,66 +206,76 @@ def _recurrence_bwd(unroll, residuals, cotangents):
   dW = nt(x_DxN, dz_GxN)
   dU = nt(h_prev_HxTxB.reshape(-1, T * B), dz_GxN)
   dx = (W @ dz_GxN).reshape(D, T, B).astype(x_DxTxB.dtype)
-  dm = None if m_1xTxB is None else jnp.zeros_like(m_1xTxB)
-  return dW, dU, dz_GxN.sum(1, dtype=wide).astype(dtype), dx, dm, dc0, dh0
+  return dW, dU, dz_GxN.sum(1, dtype=wide).astype(dtype), dx, dc0, dh0
 
 
-_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+# The derivative of `_recurrence` as a primitive of its own, linear in its last six operands (the tangents of W, U,
+# b, x, c0, h0), with the residuals before them: JAX evaluates a custom JVP's tangent in forward mode (jvp, jacfwd,
+# linearize's function, under jit or outside it) and transposes it in reverse mode, so a primitive whose
+# transposition rule is `_backward` gives both. (jax.custom_vjp has no forward mode; jax.custom_derivatives.
+# linear_call has no batching rule, needs zero tangents of its residuals, and fails where only some inputs are
+# differentiated.) Params: `tree` (the pytree of (residuals, tangents), for the mask that may be None), `unroll`.
+_linear_p = jax.extend.core.Primitive("fnets_lstm_recurrence_linear")
+_linear_p.multiple_results = True
+
+
+def _linear_impl(*leaves, tree, unroll):
+  return _tangent(*jax.tree.unflatten(tree, leaves), unroll)
+
+
+def _linear_abstract_eval(*avals, tree, unroll):
+  (_, U, _, x_DxTxB, _, c0, h0, *_), _ = jax.tree.unflatten(tree, avals)
+  _, T, B = x_DxTxB.shape
+  return [jax.core.ShapedArray((U.shape[0], T, B), U.dtype), jax.core.ShapedArray(c0.shape, c0.dtype),
+          jax.core.ShapedArray(h0.shape, h0.dtype)]
+
+
+def _linear_transpose(cotangents, *leaves, tree, unroll):
+  residuals, tangents = jax.tree.unflatten(tree, leaves)
+  grads = _backward(residuals, [ad.instantiate_zeros(ct) for ct in cotangents])
+  # Tangents given as values (zeros of inputs not differentiated) are no inputs of the linear map: no cotangent.
+  return [None] * (len(leaves) - len(grads)) + [g if ad.is_undefined_primal(t) else None
+                                                for g, t in zip(grads, tangents)]
+
+
+def _linear_jvp(primals, tangents, *, tree, unroll):  # forward over forward: JAX's derivative of `_tangent`
+  impl = functools.partial(_linear_impl, tree=tree, unroll=unroll)
+  return jax.jvp(impl, tuple(primals), tuple(ad.instantiate_zeros(t) for t in tangents))
+
+
+def _linear_batch(leaves, dims, *, tree, unroll):  # vmap (jacfwd): of `_tangent`, a plain JAX function
+  impl = functools.partial(_linear_impl, tree=tree, unroll=unroll)
+  return jax.vmap(impl, in_axes=tuple(dims))(*leaves), [0, 0, 0]
+
+
+_linear_p.def_impl(jax.jit(_linear_impl, static_argnames=("tree", "unroll")))  # outside a jit: compiled once
+_linear_p.def_abstract_eval(_linear_abstract_eval)
+mlir.register_lowering(_linear_p, mlir.lower_fun(_linear_impl, multiple_results=True))
+ad.primitive_transposes[_linear_p] = _linear_transpose
+ad.primitive_jvps[_linear_p] = _linear_jvp
+batching.primitive_batchers[_linear_p] = _linear_batch
 
 
 IMPLS = ("fused", "scan")
 
 
-def _scan_layer(layer: dict, x_TxBxD, m_TxBx1, c0_BxH, h0_BxH, unroll: int = 1, keep_steps: bool = False,
-                h_offset_TxBxH=None):
-  """The reference: `cell` scanned over time (time-major). Returns (y_TxBxH, (c_T, h_T)) and, with `keep_steps`,
-  every step's {f, i, g, o, c, h} (T, B, H). `h_offset_TxBxH[t]`, if given, is added to h_t (what step t outputs
-  and passes on): at zero it changes nothing, and its gradient is ∂L/∂h_t."""
+def _cell_fn(layer: dict):
   dtype = layer["U"].dtype  # of the matmuls and the gates; c and h are carried in c0's dtype (`carry_dtype`)
 
-  def step(carry, inputs):
-    c_prev, h_prev = carry
-    x_t, m, offset = inputs
-    c, h, gates = cell(layer, c_prev, h_prev.astype(dtype), x_t, with_gates=True)
-    if offset is not None:
-      h = h + offset
-    y = h
-    if m is not None:  # a padded step (m = 0) leaves the state as it was and outputs zeros
-      c, h, y = _masked(m, c, c_prev), _masked(m, h, h_prev), m * h
-    return (c, h), (y.astype(dtype), {**gates, "c": c, "h": h} if keep_steps else None)
-
-  final, (y_TxBxH, steps) = jax.lax.scan(step, (c0_BxH, h0_BxH), (x_TxBxD, m_TxBx1, h_offset_TxBxH), unroll=unroll)
-  return (y_TxBxH, final, steps) if keep_steps else (y_TxBxH, final)
+  def cell_fn(state, x_t):
+    c, h, gates = cell(layer, state[0], state[1].astype(dtype), x_t, with_gates=True)
+    return (c, h), gates
+  return cell_fn
 
 
 def trace_layer(layer: dict, x_BxTxD, state: tuple | None = None, *, mask_BxT=None, h_offset_BxTxH=None) -> dict:
   """One layer run by the reference path (`apply(impl="scan")`), keeping every step: a dict of (B, T, H) arrays
   f, i, g, o (the gates), c and h (the states after the step). `state`: (c0, h0) of shape (B, H), zeros if None.
-  `h_offset_BxTxH` is added to each h_t (see `_scan_layer`; recipes.gradient_flow takes ∂L/∂h_t from it)."""
+  `h_offset_BxTxH` is added to each h_t (see `recurrent.scan_layer`; recipes.gradient_flow takes ∂L/∂h_t from
+  it)."""
   wide, (B, H) = recurrent.carry_dtype(layer["U"].dtype), (x_BxTxD.shape[0], layer["U"].shape[0])
   c0, h0 = (jnp.zeros((B, H), wide),) * 2 if state is None else (jnp.asarray(a).astype(wide) for a in state)
-  m_TxBx1 = None if mask_BxT is None else jnp.asarray(mask_BxT).T[..., None].astype(x_BxTxD.dtype)
-  offset = None if h_offset_BxTxH is None else h_offset_BxTxH.swapaxes(0, 1)
-  _, _, steps = _scan_layer(layer, x_BxTxD.swapaxes(0, 1), m_TxBx1, c0, h0, keep_steps=True, h_offset_TxBxH=offset)
-  return jax.tree.map(lambda a: a.swapaxes(0, 1), steps)
-
-
-_FORWARD_MODE_MESSAGE = (
-    'lstm.apply(impl="fused") has a hand-written reverse-mode derivative (jax.custom_vjp) and no forward mode, '
-    'which jax.jvp, jax.jacfwd and jax.linearize need: use impl="scan" (`lax.scan` over the cell equations, '
-    'every JAX transformation; in the Flax layers and models (CharLM, RowSequenceClassifier) the field impl).')
-
-
-def _under_forward_mode() -> bool:
-  """Whether the innermost transformation applied to the current computation is forward-mode autodiff (jax.jvp,
-  jax.jacfwd), under which the custom VJP fails. Reverse mode (jax.grad, jax.vjp; the inner side of jax.hessian)
-  traces with a different trace. JAX internals: if they move, this says False and JAX's own error comes instead."""
-  try:
-    from jax._src import core
-    from jax._src.interpreters import ad
-    return jax.config.jax_use_direct_linearize and type(core.trace_ctx.trace) is ad.JVPTrace
-  except (ImportError, AttributeError):
-    return False
+  return recurrent.trace_layer(_cell_fn(layer), (c0, h0), ("c", "h"), x_BxTxD, mask_BxT, h_offset_BxTxH)
 
 
 def apply(params: list, x_BxTxD: jax.Array, state: State | None = None, *, mask_BxT: jax.Array | None = None,
@@ -262,32 +285,24 @@ def apply(params: list, x_BxTxD: jax.Array, state: State | None = None, *, mask_
   mask_BxT: 1 for real steps, 0 for padding (padded steps keep the state and output zeros).
   dropout: rate applied to the inputs of layers 2..L when `key` is given (training).
   unroll: time steps per iteration of the forward loop (trades compile time for speed).
-  impl: "fused" (the fast path, reverse-mode derivatives only) or "scan" (the reference, every transformation);
-    see the module's docstring."""
-  if impl not in IMPLS:
-    raise ValueError(f"unknown impl {impl!r}; choose one of {IMPLS}")
+  impl: "fused" (the fast path) or "scan" (the reference); see the module's docstring."""
+  dtype = params[0]["U"].dtype
   if state is None:
     state = zero_state(params, x_BxTxD.shape[0])
   else:  # c and h in the carry dtype (float32 under bfloat16 compute), whatever the dtype they come in
-    state = State(*(jnp.asarray(s).astype(recurrent.carry_dtype(params[0]["U"].dtype)) for s in state))
+    state = State(*(jnp.asarray(s).astype(recurrent.carry_dtype(dtype)) for s in state))
 
   def fused_layer(layer, x_TxBxD, m_TxBx1, c0_h0):
-    m_1xTxB = None if mask_BxT is None else m_TxBx1.transpose(2, 0, 1)  # no mask: no mask arithmetic in the loops
+    m_1xTxB = None if m_TxBx1 is None else m_TxBx1.transpose(2, 0, 1)
     c0_BxH, h0_BxH = c0_h0
     y_HxTxB, c_HxB, h_HxB = _recurrence(layer["W"], layer["U"], layer["b"], x_TxBxD.transpose(2, 0, 1), m_1xTxB,
                                         c0_BxH.T, h0_BxH.T, unroll)
     return y_HxTxB.transpose(1, 2, 0), (c_HxB.T, h_HxB.T)
 
   def scan_layer(layer, x_TxBxD, m_TxBx1, c0_h0):
-    return _scan_layer(layer, x_TxBxD, None if mask_BxT is None else m_TxBx1, *c0_h0, unroll=unroll)
+    y_TxBxH, final = recurrent.scan_layer(_cell_fn(layer), c0_h0, x_TxBxD, m_TxBx1, unroll=unroll)
+    return y_TxBxH.astype(dtype), final
 
-  if impl == "fused" and _under_forward_mode():
-    raise TypeError(_FORWARD_MODE_MESSAGE)
-  layer_fn = fused_layer if impl == "fused" else scan_layer
-  try:
-    y, finals = recurrent.run_layers(layer_fn, params, x_BxTxD, list(zip(state.c, state.h)), mask_BxT, dropout, key)
-  except TypeError as error:  # JAX's error for forward mode through the custom VJP, where it reaches this call
-    if impl == "fused" and "forward-mode" in str(error):
-      raise TypeError(_FORWARD_MODE_MESSAGE) from error
-    raise
+  layer_fn = {"fused": fused_layer, "scan": scan_layer}[impl]
+  y, finals = recurrent.run_layers(layer_fn, params, x_BxTxD, list(zip(state.c, state.h)), mask_BxT, dropout, key)
   return y, State(jnp.stack([c for c, _ in finals]), jnp.stack([h for _, h in finals]))

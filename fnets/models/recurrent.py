@@ -1,4 +1,5 @@
-"""What the LSTM and the vanilla RNN share: running a stack of layers over a batch-major, maybe padded sequence."""
+"""What the LSTM and the vanilla RNN share: the time-major scan of a cell with its masking (`scan_layer`, and
+`trace_layer` keeping every step), and running a stack of layers over a batch-major, maybe padded sequence."""
 
 import jax
 import jax.numpy as jnp
@@ -19,14 +20,53 @@ def carry_dtype(compute_dtype):
   return jnp.promote_types(compute_dtype, jnp.float32)
 
 
+def masked(m, new, old):
+  """A padded step (m = 0) keeps the old state."""
+  return m * new + (1 - m) * old
+
+
+def scan_layer(cell_fn, state0: tuple, x_TxBxD, m_TxBx1=None, *, unroll: int = 1, keep_steps: bool = False,
+               h_offset_TxBxH=None):
+  """`cell_fn(state, x_t) -> (state, gates)` scanned over time (time-major). `state` is a tuple whose last entry
+  is h, what the step outputs; `gates` a dict (of the steps to keep). Padded steps (m = 0) keep the state and output
+  zeros. Returns (y_TxBxH, final state) and, with `keep_steps`, every step's (gates, state), each (T, B, H).
+  `h_offset_TxBxH[t]`, if given, is added to h_t (what step t outputs and passes on): at zero it changes nothing,
+  and its gradient is ∂L/∂h_t."""
+
+  def step(state_prev, inputs):
+    x_t, m, offset = inputs
+    state, gates = cell_fn(state_prev, x_t)
+    if offset is not None:
+      state = (*state[:-1], state[-1] + offset)
+    y = state[-1]
+    if m is not None:
+      state, y = tuple(masked(m, new, old) for new, old in zip(state, state_prev)), m * y
+    return state, (y, (gates, state) if keep_steps else None)
+
+  final, (y_TxBxH, steps) = jax.lax.scan(step, state0, (x_TxBxD, m_TxBx1, h_offset_TxBxH), unroll=unroll)
+  return (y_TxBxH, final, steps) if keep_steps else (y_TxBxH, final)
+
+
+def time_major_mask(mask_BxT, dtype):
+  """(B, T) -> (T, B, 1) for the time-major scan; None (no padding) stays None."""
+  return None if mask_BxT is None else jnp.asarray(mask_BxT).T[..., None].astype(dtype)
+
+
+def trace_layer(cell_fn, state0: tuple, names: tuple, x_BxTxD, mask_BxT=None, h_offset_BxTxH=None) -> dict:
+  """`scan_layer` over a batch-major sequence, keeping every step: a dict of (B, T, H) arrays, the gates and the
+  state after each step (its entries named by `names`)."""
+  offset = None if h_offset_BxTxH is None else h_offset_BxTxH.swapaxes(0, 1)
+  _, _, (gates, states) = scan_layer(cell_fn, state0, x_BxTxD.swapaxes(0, 1),
+                                     time_major_mask(mask_BxT, x_BxTxD.dtype), keep_steps=True,
+                                     h_offset_TxBxH=offset)
+  return jax.tree.map(lambda a: a.swapaxes(0, 1), {**gates, **dict(zip(names, states))})
+
+
 def run_layers(layer_fn, params: list, x_BxTxD, states: list, mask_BxT, dropout: float, key):
   """Applies `layer_fn(layer, x_TxBxD, m_TxBx1, state) -> (y_TxBxH, final_state)` layer after layer, with
-  dropout on the inputs of layers 2..L when `key` is given. Returns (y_BxTxH, [final state of each layer])."""
-  B, T, _ = x_BxTxD.shape
-  if mask_BxT is None:
-    m_TxBx1 = jnp.ones((T, B, 1), x_BxTxD.dtype)
-  else:
-    m_TxBx1 = jnp.asarray(mask_BxT).T[..., None].astype(x_BxTxD.dtype)
+  dropout on the inputs of layers 2..L when `key` is given. m_TxBx1 is None without a mask (no mask arithmetic
+  in the loops). Returns (y_BxTxH, [final state of each layer])."""
+  m_TxBx1 = time_major_mask(mask_BxT, x_BxTxD.dtype)
   x = x_BxTxD.swapaxes(0, 1)  # time-major for the scan
   finals = []
   for index, (layer, state) in enumerate(zip(params, states)):

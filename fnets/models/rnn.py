@@ -3,6 +3,7 @@ which the LSTM's additive cell state fixes. Same API as `fnets.models.lstm`, pla
 implementations, so every transformation (jvp, jacfwd, linearize, hessian, vmap) works through either:
   "fused"  (the default) the input projection x·W + b of all steps as one matmul before the loop.
   "scan"   the reference: `jax.lax.scan` over `cell`.
+Both scan their step with `recurrent.scan_layer`, which also masks the padded steps.
 
 Params: one dict per layer, W: (input_size, H), U: (H, H), b: (H,) (PyTorch's nn.RNN layout transposed).
 """
@@ -36,59 +37,35 @@ def cell(layer: dict, h_prev, x_t):
   return jnp.tanh(x_t @ layer["W"] + h_prev @ layer["U"] + layer["b"])
 
 
-def _scan_layer(layer: dict, x_TxBxD, m_TxBx1, h0_BxH, unroll: int = 1, keep_steps: bool = False,
-                h_offset_TxBxH=None):
-  """The reference: `cell` scanned over time (time-major). Returns (y_TxBxH, h_T) and, with `keep_steps`, every
-  step's {"h": (T, B, H)}. `h_offset_TxBxH[t]`, if given, is added to h_t (what step t outputs and passes on): at
-  zero it changes nothing, and its gradient is ∂L/∂h_t."""
-
-  def step(h_prev, inputs):
-    x_t, m, offset = inputs
-    h = cell(layer, h_prev, x_t)
-    if offset is not None:
-      h = h + offset
-    y = h
-    if m is not None:  # padded steps keep h and output zeros
-      h, y = m * h + (1 - m) * h_prev, m * h
-    return h, (y, {"h": h} if keep_steps else None)
-
-  h, (y, steps) = jax.lax.scan(step, h0_BxH, (x_TxBxD, m_TxBx1, h_offset_TxBxH), unroll=unroll)
-  return (y, h, steps) if keep_steps else (y, h)
+def _cell_fn(layer: dict):
+  return lambda state, x_t: ((cell(layer, state[0], x_t),), {})
 
 
 def trace_layer(layer: dict, x_BxTxD, h0_BxH=None, *, mask_BxT=None, h_offset_BxTxH=None) -> dict:
   """One layer run by the reference path (`apply(impl="scan")`), keeping every step: {"h": (B, T, H)}, the state
-  after each step. `h_offset_BxTxH` is added to each h_t (recipes.gradient_flow takes ∂L/∂h_t from it)."""
+  after each step. `h_offset_BxTxH` is added to each h_t (see `recurrent.scan_layer`; recipes.gradient_flow takes
+  ∂L/∂h_t from it)."""
   h0 = (zero_state([layer], x_BxTxD.shape[0])[0] if h0_BxH is None else h0_BxH).astype(layer["U"].dtype)
-  m_TxBx1 = None if mask_BxT is None else jnp.asarray(mask_BxT).T[..., None].astype(x_BxTxD.dtype)
-  offset = None if h_offset_BxTxH is None else h_offset_BxTxH.swapaxes(0, 1)
-  _, _, steps = _scan_layer(layer, x_BxTxD.swapaxes(0, 1), m_TxBx1, h0, keep_steps=True, h_offset_TxBxH=offset)
-  return jax.tree.map(lambda a: a.swapaxes(0, 1), steps)
+  return recurrent.trace_layer(_cell_fn(layer), (h0,), ("h",), x_BxTxD, mask_BxT, h_offset_BxTxH)
 
 
 def apply(params: list, x_BxTxD: jax.Array, state: jax.Array | None = None, *, mask_BxT: jax.Array | None = None,
           dropout: float = 0.0, key: jax.Array | None = None, unroll: int = 1, impl: str = "fused"):
   """Returns (y_BxTxH of the last layer, final h of every layer (L, B, H)); arguments as in lstm.apply. The state
   is computed in the parameters' dtype and taken and returned in `recurrent.carry_dtype` (float32 under bf16)."""
-  if impl not in IMPLS:
-    raise ValueError(f"unknown impl {impl!r}; choose one of {IMPLS}")
   dtype = params[0]["U"].dtype
   state = (zero_state(params, x_BxTxD.shape[0]) if state is None else jnp.asarray(state)).astype(dtype)
 
   def fused_layer(layer, x_TxBxD, m_TxBx1, h0):
-    xWb_TxBxH = x_TxBxD @ layer["W"] + layer["b"]
-
-    def step(h_prev, inputs):
-      xWb_t, m = inputs
-      h = jnp.tanh(xWb_t + h_prev @ layer["U"])
-      return m * h + (1 - m) * h_prev, m * h  # padded steps keep h and output zeros
-
-    h, y = jax.lax.scan(step, h0, (xWb_TxBxH, m_TxBx1), unroll=unroll)
+    xWb_TxBxH = x_TxBxD @ layer["W"] + layer["b"]  # the input projection of all steps, one matmul
+    step = lambda state, xWb_t: ((jnp.tanh(xWb_t + state[0] @ layer["U"]),), {})
+    y, (h,) = recurrent.scan_layer(step, (h0,), xWb_TxBxH, m_TxBx1, unroll=unroll)
     return y, h
 
   def scan_layer(layer, x_TxBxD, m_TxBx1, h0):
-    return _scan_layer(layer, x_TxBxD, None if mask_BxT is None else m_TxBx1, h0, unroll=unroll)
+    y, (h,) = recurrent.scan_layer(_cell_fn(layer), (h0,), x_TxBxD, m_TxBx1, unroll=unroll)
+    return y, h
 
-  layer_fn = fused_layer if impl == "fused" else scan_layer
+  layer_fn = {"fused": fused_layer, "scan": scan_layer}[impl]
   y, finals = recurrent.run_layers(layer_fn, params, x_BxTxD, list(state), mask_BxT, dropout, key)
   return y, jnp.stack(finals).astype(recurrent.carry_dtype(dtype))

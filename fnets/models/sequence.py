@@ -7,20 +7,20 @@ import jax.numpy as jnp
 from fnets.models import lstm, rnn
 
 
-class LSTM(nn.Module):
-  """`fnets.models.lstm` as a Flax layer: (x_BxTxD, state) -> (y_BxTxH, final state). Params in "cells"."""
+class Recurrent(nn.Module):
+  """A stack of recurrent layers as a Flax layer: (x_BxTxD, state) -> (y_BxTxH, final state). Params in "cells".
+  What LSTM and RNN share; they give `apply_fn` and `init_params`."""
   hidden_size: int
   num_layers: int = 1
   dropout: float = 0.0  # between layers, in training
   unroll: int = 1
-  forget_bias: float = 1.0
   dtype: jnp.dtype = jnp.float32  # computation dtype; params are kept float32 and cast for the computation
-  impl: str = "fused"  # "fused" (fast, reverse-mode derivatives only) or "scan" (every JAX transformation)
+  impl: str = "fused"  # "fused" (fast) or "scan" (the reference); both take every JAX transformation
 
-  apply_fn = staticmethod(lstm.apply)
+  apply_fn = None
 
   def init_params(self, key, input_size):
-    return lstm.init(key, input_size, self.hidden_size, self.num_layers, self.forget_bias)
+    raise NotImplementedError
 
   @nn.compact
   def __call__(self, x_BxTxD, state=None, *, mask_BxT=None, train: bool = False):
@@ -32,8 +32,18 @@ class LSTM(nn.Module):
                          unroll=self.unroll, impl=self.impl)
 
 
-class RNN(LSTM):
-  """`fnets.models.rnn` as a Flax layer, same interface as LSTM (forget_bias is unused)."""
+class LSTM(Recurrent):
+  """`fnets.models.lstm` as a Flax layer."""
+  forget_bias: float = 1.0
+
+  apply_fn = staticmethod(lstm.apply)
+
+  def init_params(self, key, input_size):
+    return lstm.init(key, input_size, self.hidden_size, self.num_layers, self.forget_bias)
+
+
+class RNN(Recurrent):
+  """`fnets.models.rnn` as a Flax layer."""
   apply_fn = staticmethod(rnn.apply)
 
   def init_params(self, key, input_size):
@@ -53,13 +63,11 @@ class CharLM(nn.Module):
   dropout: float = 0.0
   unroll: int = 1
   dtype: jnp.dtype = jnp.float32
-  impl: str = "fused"  # of the LSTM/RNN layers: "fused" (training) or "scan" (jax.jvp, jax.jacfwd, ...)
+  impl: str = "fused"  # of the LSTM/RNN layers: "fused" (fast) or "scan" (the reference)
 
   @nn.compact
   def __call__(self, tokens_BxT, state=None, *, train: bool = False):
     """Returns (logits_BxTxV, final state)."""
-    if self.cell not in CELLS:
-      raise ValueError(f"unknown cell {self.cell!r}; choose one of {sorted(CELLS)}")
     x_BxTxE = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)(tokens_BxT)
     y_BxTxH, state = CELLS[self.cell](self.hidden_size, self.num_layers, self.dropout, self.unroll,
                                       dtype=self.dtype, impl=self.impl)(x_BxTxE, state, train=train)
@@ -76,7 +84,7 @@ class RowSequenceClassifier(nn.Module):
   unroll: int = 1
   num_classes: int = 10
   dtype: jnp.dtype = jnp.float32
-  impl: str = "fused"  # of the LSTM/RNN layers: "fused" (training) or "scan" (jax.jvp, jax.jacfwd, ...)
+  impl: str = "fused"  # of the LSTM/RNN layers: "fused" (fast) or "scan" (the reference)
 
   @nn.compact
   def __call__(self, x_BHWC, *, train: bool) -> jax.Array:
