@@ -132,7 +132,7 @@ def check_quickstart(report, printed):
 
 
 def check_lstm_from_equations(report, printed):
-  # The scanned gate equations and the fused LSTM (custom VJP) agree, values and gradients.
+  # The scanned gate equations and the fused LSTM (hand-written backward) agree, values and gradients.
   assert all(finite(d) and d < 1e-4 for d in report["max_diff"].values()), report["max_diff"]
   assert len(report["samples"]) == 2
   for text in report["samples"]:

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 
 from fnets import config as config_lib
-from fnets.models import cnn, lstm, mlp, sequence
+from fnets.models import cnn, mlp, sequence
 from fnets.models.cnn import CNN
 from fnets.models.mlp import MLP
 from fnets.models.sequence import LSTM, RNN, CharLM, RowSequenceClassifier
@@ -14,16 +14,7 @@ MODELS = {"cnn": CNN, "mlp": MLP, "row_sequence": RowSequenceClassifier, "char_l
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def _check_sequence(config) -> None:
-  """The fields of `config.model` that the recurrent models read."""
-  config_lib.one_of(config, "model.cell", tuple(sequence.CELLS))
-  config_lib.one_of(config, "model.impl", lstm.IMPLS)
-  config_lib.require(config, "positive_int", "model.hidden_size", "model.num_layers", "model.embed_dim",
-                     "model.unroll")
-  config_lib.require(config, "[0,1)", "model.dropout")
-
-
-_CHECKS = {"cnn": cnn.check, "mlp": mlp.check, "row_sequence": _check_sequence, "char_lm": _check_sequence}
+_CHECKS = {"cnn": cnn.check, "mlp": mlp.check, "row_sequence": sequence.check, "char_lm": sequence.check}
 
 
 def check(config) -> None:

@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fnets import config as config_lib
 from fnets.models import lstm, rnn
 
 
@@ -51,6 +52,15 @@ class RNN(Recurrent):
 
 
 CELLS = {"lstm": LSTM, "rnn": RNN}
+
+
+def check(config) -> None:
+  """The fields of `config.model` that CharLM and RowSequenceClassifier read."""
+  config_lib.one_of(config, "model.cell", tuple(CELLS))
+  config_lib.one_of(config, "model.impl", lstm.IMPLS)
+  config_lib.require(config, "positive_int", "model.hidden_size", "model.num_layers", "model.embed_dim",
+                     "model.unroll")
+  config_lib.require(config, "[0,1)", "model.dropout")
 
 
 class CharLM(nn.Module):
