@@ -1,15 +1,16 @@
 """cnn_cifar's train step in fnets against the same network and step in PyTorch, interleaved in one process.
 
   pip install torch==2.13.0   # CPU build; only this benchmark needs it
-  python benchmarks/cnn_cifar_torch.py [--rounds=7] [--steps=2] [--batch_size=512]
+  python benchmarks/cnn_cifar_torch.py [--rounds=7] [--steps=2] [--batch_size=512] [--smoke]
 
-Both steps do the same work on the same batch of random uint8 images: normalise, augment (random translation by
-up to ±2 pixels from the reflect-padded image, horizontal flip), forward (2×2 whitening conv → GELU → three blocks
-conv→max-pool→BN→GELU, conv→BN→GELU of widths 64/256/256 → global max pool → linear, logits × 1/9), label-smoothed
-cross-entropy, backward, and Nesterov SGD with weight decay, whitening kernel and BN scales frozen. fnets' step
-is its own `train.train_step` of the experiment's config (with its lookahead average and alternating flip);
-PyTorch's runs channels_last on 2 threads. Rounds alternate A, B, A, B, ...; the figure is the median of the
-per-round ratios. The first steps of each (compiling, warm-up) are not timed.
+Both steps do the same work on a batch of random uint8 images: normalise, augment (random translation by up to
+±2 pixels from the reflect-padded image, horizontal flip), forward (2×2 whitening conv → GELU → three blocks
+conv→max-pool→BN→GELU, conv→BN→GELU of widths 64/256/256 → global max pool → linear, logits × 1/9),
+label-smoothed cross-entropy, backward, and Nesterov SGD with weight decay, whitening kernel and BN scales
+frozen. fnets' step is the jitted step of `classify.setup` at the experiment's config (with its lookahead average
+and alternating flip), on a batch already on the device; PyTorch's runs channels_last on 2 threads. Rounds
+alternate A, B, A, B, ...; the figure is the median of the per-round ratios. The first steps of each (compiling,
+warm-up) are not timed. Without torch, it times fnets' step alone and says so. --smoke: batch 8, 1 round of 1 step.
 """
 
 import argparse
@@ -23,8 +24,8 @@ import fnets  # noqa: F401  (XLA flags before JAX starts)
 import jax
 import numpy as np
 
-from cnn_cifar_recipe import build, interleaved, stepping
-from experiments import cnn_cifar
+from cnn_cifar_recipe import build, interleaved
+from fnets.experiments import cnn_cifar
 
 
 def torch_step(config, batch_size: int):
@@ -86,25 +87,35 @@ def main():
   parser.add_argument("--rounds", type=int, default=7)
   parser.add_argument("--steps", type=int, default=2)
   parser.add_argument("--batch_size", type=int, default=512)
+  parser.add_argument("--smoke", action="store_true")
   args = parser.parse_args()
+  if args.smoke:
+    args.rounds, args.steps, args.batch_size = 1, 1, 8
   config = cnn_cifar.get_config()
-  fnets_step, state, step_args, train_flops, _ = build(config, args.batch_size)
-  torch_run, torch_version = torch_step(config, args.batch_size)
-  runs = {"fnets": stepping(fnets_step, state, step_args), "torch": torch_run}
-  for _ in range(2):  # compile and warm up
-    for run in runs.values():
-      jax.block_until_ready(run())
+  config.batch_size = args.batch_size
+  task, train, step_args, train_flops, _ = build(config, 2 * args.batch_size, test_flops=False)
+  state = [task.state]
+
+  def fnets_run():
+    state[0], metrics = train(state[0], *step_args)
+    return metrics
+
+  runs = {"fnets": fnets_run}
+  try:
+    runs["torch"], torch_version = torch_step(config, args.batch_size)
+  except ImportError:
+    torch_version = "not installed (pip install torch==2.13.0): fnets' step alone"
   times = interleaved(runs, args.rounds, args.steps)
   print(f"cnn_cifar train step, batch {args.batch_size}, {args.rounds} rounds of {args.steps} steps; jax "
-        f"{jax.__version__}, torch {torch_version} (2 threads, channels_last); {train_flops / 1e6:.0f} MFLOP per "
-        f"training image (XLA's count)")
+        f"{jax.__version__}, torch {torch_version}; {train_flops / 1e6:.0f} MFLOP per training image (XLA's count)")
   for name, ts in times.items():
     t = float(np.median(ts))
     print(f"  {name:<6} {t * 1e3:6.0f} ms/step  {args.batch_size / t:5.0f} images/s  "
           f"{train_flops * args.batch_size / t / 1e9:4.0f} GFLOP/s   rounds: {', '.join(f'{x * 1e3:.0f}' for x in ts)}")
-  ratios = np.array(times["torch"]) / np.array(times["fnets"])
-  print(f"  fnets speed / torch speed: {np.median(ratios):.2f}x (median of per-round ratios; "
-        f"range {ratios.min():.2f}-{ratios.max():.2f})")
+  if "torch" in times:
+    ratios = np.array(times["torch"]) / np.array(times["fnets"])
+    print(f"  fnets speed / torch speed: {np.median(ratios):.2f}x (median of per-round ratios; "
+          f"range {ratios.min():.2f}-{ratios.max():.2f}; torch 2 threads, channels_last)")
 
 
 if __name__ == "__main__":

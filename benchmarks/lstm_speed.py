@@ -3,6 +3,7 @@
   python benchmarks/lstm_speed.py            # large (B=64, T=128, E=128, H=512) and small sizes
   python benchmarks/lstm_speed.py --quick    # fewer repetitions
   python benchmarks/lstm_speed.py --rounds 30  # steadier medians on a machine whose speed drifts
+  python benchmarks/lstm_speed.py --smoke    # one tiny size, fewer candidates, 1 round of 1 step: seconds
 
 One step = forward + backward + Adam update of Embed → LSTM → Dense (vocab 65) on random tokens; tokens/s is
 B·T / step time (median of several timed runs; the candidates of one size are timed in turn, A, B, C, A, B, C, ...,
@@ -125,8 +126,12 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--rounds", type=int, default=9, help="timed rounds per candidate (3 steps each)")
+  parser.add_argument("--smoke", action="store_true")
   args = parser.parse_args()
-  repeats, steps = (3, 3) if args.quick else (args.rounds, 3)
+  repeats, steps = (1, 1) if args.smoke else (3, 3) if args.quick else (args.rounds, 3)
+  sizes = {"large": (64, 128, 128, 512), "small": (32, 64, 64, 128)}
+  if args.smoke:
+    sizes = {"tiny": (4, 8, 8, 16)}
   try:
     import torch  # noqa: F401
     have_torch = True
@@ -136,7 +141,7 @@ def main():
         f"{torch.__version__ if have_torch else 'not installed'}; load average {os.getloadavg()[0]:.1f} "
         "(other processes on the machine make all figures lower and noisier)")
 
-  for name, (B, T, E, H) in {"large": (64, 128, 128, 512), "small": (32, 64, 64, 128)}.items():
+  for name, (B, T, E, H) in sizes.items():
     print(f"\n== {name}: batch {B}, seq {T}, embed {E}, hidden {H} (tokens/s, higher is better)")
     results = {}
     candidates = {"fnets (unroll 1)": lambda: jax_step_fn(FnetsLSTMLM(E, H, unroll=1), B, T),
@@ -144,6 +149,8 @@ def main():
                   "flax OptimizedLSTMCell": lambda: jax_step_fn(FlaxLSTMLM(E, H), B, T)}
     if have_torch:
       candidates["torch.nn.LSTM (2 threads)"] = lambda: torch_step_fn(B, T, E, H)
+    if args.smoke:
+      del candidates["fnets (unroll 4)"]
     made = {label: make() for label, make in candidates.items()}
     times = time_interleaved({label: run for label, (run, _, _) in made.items()}, repeats, steps)
     for label, (_, compile_s, temp_mb) in made.items():
@@ -151,20 +158,20 @@ def main():
       results[label] = B * T / step_s
       print(f"  {label:<27} {results[label]:>9.0f} tokens/s  {step_s * 1e3:7.1f} ms/step"
             + (f"  compile {compile_s:.1f} s  temporaries {temp_mb:.0f} MB" if compile_s else ""))
-    best = max(["fnets (unroll 1)", "fnets (unroll 4)"], key=results.get)  # the better unroll of this run
+    best = max([k for k in results if k.startswith("fnets")], key=results.get)  # the better unroll of this run
     for short, other in [("flax", "flax OptimizedLSTMCell"), ("torch", "torch.nn.LSTM (2 threads)")]:
       if other in results:  # also the median of the ratios within each round (less affected by the machine's drift)
         paired = statistics.median(b / a for a, b in zip(times[best], times[other]))
         print(f"  fnets / {short:<5} = {results[best] / results[other]:.2f}x"
               f"  (median of per-round ratios {paired:.2f}x)")
 
-  B, T, E, H = 32, 32, 64, 128
+  B, T, E, H = (4, 8, 8, 16) if args.smoke else (32, 32, 64, 128)
   print(f"\n== compile time, batch {B}, seq {T}, embed {E}, hidden {H}")
-  for label, model in {"fused (impl=fused)": FnetsLSTMLM(E, H),
-                       "reference (impl=scan)": FnetsLSTMLM(E, H, impl="scan"),
-                       "reference, unrolled": FnetsLSTMLM(E, H, unroll=T, impl="scan")}.items():
+  models = {"fused (impl=fused)": FnetsLSTMLM(E, H), "reference (impl=scan)": FnetsLSTMLM(E, H, impl="scan"),
+            "reference, unrolled": FnetsLSTMLM(E, H, unroll=T, impl="scan")}
+  for label, model in list(models.items())[1:2] if args.smoke else models.items():
     run, compile_s, _ = jax_step_fn(model, B, T)
-    print(f"  {label:<22} compile {compile_s:6.2f} s   step {time_steps(run, 3, 3) * 1e3:7.2f} ms")
+    print(f"  {label:<22} compile {compile_s:6.2f} s   step {time_steps(run, repeats, steps) * 1e3:7.2f} ms")
 
 
 if __name__ == "__main__":
