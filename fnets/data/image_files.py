@@ -59,7 +59,8 @@ def _decode(paths: list[str], image_size: int) -> np.ndarray | tuple[str, str]:
   for path in paths:
     try:
       with Image.open(path) as image:
-        image = image.convert("L" if image.mode in ("1", "L", "I;16", "I") else "RGB")
+        mode = "L" if image.mode in ("1", "L", "I;16", "I") else "RGB"
+        image = image if image.mode == mode else image.convert(mode)
         if image_size:
           image = image.resize((image_size, image_size), Image.BILINEAR)
         array = np.asarray(image, np.uint8)
