@@ -58,12 +58,21 @@ def main():
       shutil.rmtree(os.path.join(CACHE, "decoded"), ignore_errors=True)
       starts["first"].append(timed(lambda: images.load(f"folder:{root}", validation_percent=10)))
       starts["second"].append(timed(lambda: images.load(f"folder:{root}", validation_percent=10)))
+    rounds = lambda times: ", ".join(f"{t:.2f}" for t in times)
     one, every = np.median(decode[1]), np.median(decode[cores])
-    print(f"decode: 1 worker {one:.2f} s ({args.images / one:,.0f} images/s), {cores} workers {every:.2f} s "
-          f"({args.images / every:,.0f} images/s): {one / every:.2f}x")
+    print(f"decode: 1 worker {one:.2f} s ({args.images / one:,.0f} images/s; rounds {rounds(decode[1])}), {cores} "
+          f"workers {every:.2f} s ({args.images / every:,.0f} images/s; rounds {rounds(decode[cores])}): "
+          f"{one / every:.2f}x")
     first, second = np.median(starts["first"]), np.median(starts["second"])
-    print(f"data phase: first start {first:.2f} s, second start {second:.3f} s (the cache): {first / second:.1f}x "
-          f"sooner")
+    print(f"data phase: first start {first:.2f} s (rounds {rounds(starts['first'])}), second start {second:.3f} s "
+          f"(the cache; rounds {rounds(starts['second'])}): {first / second:.1f}x sooner")
+    # What both starts share: listing the files and the size and time of each (the cache's key: a changed file
+    # is decoded again), and the training images' per-channel statistics.
+    key = np.median([timed(lambda: image_files._cache_path(root, paths, 0)) for _ in range(3)])
+    cached = image_files._cache_path(root, paths, 0)
+    read = np.median([timed(lambda: np.load(cached)) for _ in range(3)])
+    print(f"  of which: the files' sizes and times {key:.3f} s; reading the cached images {read:.3f} s against "
+          f"decoding them on {cores} cores {every:.2f} s ({every / read:.0f}x)")
   finally:
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(CACHE, ignore_errors=True)

@@ -51,71 +51,83 @@ def _list_split(root: str, where: str, classes: list[str] | None = None) -> tupl
   return paths, np.asarray(labels, np.int32), classes
 
 
-def _decode(paths: list[str], image_size: int) -> np.ndarray | tuple[str, str]:
-  """uint8 (N, H, W, C) of `paths` (grey images keep one channel, others become RGB); or (path, why) for the first
-  image that cannot be read or does not match the first one's size (without image_size)."""
+def _decode_one(path: str, image_size: int) -> np.ndarray | tuple[str, str]:
+  """uint8 (H, W, C) of one image (grey images keep one channel, others become RGB), or (path, why)."""
   from PIL import Image, UnidentifiedImageError
-  out = []
-  for path in paths:
-    try:
-      with Image.open(path) as image:
-        mode = "L" if image.mode in ("1", "L", "I;16", "I") else "RGB"
-        image = image if image.mode == mode else image.convert(mode)
-        if image_size:
-          image = image.resize((image_size, image_size), Image.BILINEAR)
-        array = np.asarray(image, np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-      return path, f"cannot be read as an image ({type(e).__name__}: {e})"
-    array = array[..., None] if array.ndim == 2 else array
-    if out and array.shape != out[0].shape:
-      return path, f"is {array.shape[1]}×{array.shape[0]} where {paths[0]} is {out[0].shape[1]}×{out[0].shape[0]}"
-    out.append(array)
-  return np.stack(out)
+  try:
+    with Image.open(path) as image:
+      mode = "L" if image.mode in ("1", "L", "I;16", "I") else "RGB"
+      image = image if image.mode == mode else image.convert(mode)
+      if image_size:
+        image = image.resize((image_size, image_size), Image.BILINEAR)
+      array = np.asarray(image, np.uint8)
+  except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+    return path, f"cannot be read as an image ({type(e).__name__}: {e})"
+  return array[..., None] if array.ndim == 2 else array
+
+
+def _decode(paths: list[str], image_size: int, first: str, shape: tuple) -> np.ndarray | tuple[str, str]:
+  """uint8 (N, H, W, C) of `paths`, or (path, why) for the first image that cannot be read or whose shape is not
+  `shape` (that of the image `first`)."""
+  out = np.empty((len(paths), *shape), np.uint8)
+  for row, path in enumerate(paths):
+    array = _decode_one(path, image_size)
+    if isinstance(array, tuple):
+      return array
+    if array.shape != shape:
+      return path, f"is {array.shape[1]}×{array.shape[0]} where {first} is {shape[1]}×{shape[0]}"
+    out[row] = array
+  return out
 
 
 def decode_all(paths: list[str], image_size: int = 0, workers: int | None = None) -> np.ndarray:
-  """The images of `paths`, decoded by `workers` processes (default: every core), in order."""
-  workers = workers or os.cpu_count() or 1
+  """The images of `paths`, in order, decoded by `workers` processes (default: every core)."""
+  first = _decode_one(paths[0], image_size)
+  if isinstance(first, tuple):
+    raise DataError(f"image {first[0]} {first[1]}: replace or remove it")
   chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
-  if workers == 1 or len(chunks) == 1:
-    parts = [_decode(chunk, image_size) for chunk in chunks]
-  else:  # spawned, not forked: the parent may already run JAX's threads
-    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=multiprocessing.get_context("spawn")) as pool:
-      parts = list(pool.map(_decode, chunks, [image_size] * len(chunks)))
-  for part in parts:
-    if isinstance(part, tuple):
-      path, why = part
-      fix = ("resize it or set --config.image_size=N to resize every image to N×N" if " where " in why
-             else "replace or remove it")
-      raise DataError(f"image {path} {why}: {fix}")
-  shapes = {part.shape[1:] for part in parts}
-  if len(shapes) > 1:
-    raise DataError(f"the images of {os.path.dirname(os.path.dirname(paths[0]))} have several sizes "
-                    f"({', '.join(f'{s[1]}×{s[0]}' for s in sorted(shapes))}): set --config.image_size=N to resize "
-                    f"every image to N×N")
+  decode = lambda chunk: _decode(chunk, image_size, paths[0], first.shape)
+  workers = min(workers or os.cpu_count() or 1, len(chunks))
+  if workers == 1:
+    parts = [decode(chunk) for chunk in chunks]
+  else:
+    # workers - 1 processes take chunks from the front while this process decodes from the back: it starts at
+    # once, while they start (spawned, not forked: the parent may already run JAX's threads).
+    with ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+      futures = [pool.submit(_decode, chunk, image_size, paths[0], first.shape) for chunk in chunks]
+      parts = [None] * len(chunks)
+      for k in reversed(range(len(chunks))):
+        if not futures[k].cancel():
+          break
+        parts[k] = decode(chunks[k])
+      parts = [part if future.cancelled() else future.result() for part, future in zip(parts, futures)]
+  if error := next((part for part in parts if isinstance(part, tuple)), None):
+    path, why = error
+    fix = ("resize it or set --config.image_size=N to resize every image to N×N" if " where " in why
+           else "replace or remove it")
+    raise DataError(f"image {path} {why}: {fix}")
   return np.concatenate(parts)
 
 
-def _cache_path(paths: list[str], image_size: int) -> str:
-  """Keyed by every file's path, size and modification time, and the size images are resized to."""
-  digest = hashlib.sha256(str(image_size).encode())
+def _cache_path(root: str, paths: list[str], image_size: int) -> str:
+  """Keyed by every file's name, size and modification time, and the size images are resized to."""
+  digest = hashlib.sha256(f"{os.path.realpath(root)}|{image_size}\n".encode())
   for path in paths:
     stat = os.stat(path)
-    digest.update(f"{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-  return os.path.join(fnets.CACHE_DIR, "decoded", "folder", f"{digest.hexdigest()[:24]}.npz")
+    digest.update(f"{os.path.relpath(path, root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+  return os.path.join(fnets.CACHE_DIR, "decoded", "folder", f"{digest.hexdigest()[:24]}.npy")
 
 
-def _decoded(paths: list[str], image_size: int) -> np.ndarray:
-  path = _cache_path(paths, image_size)
+def _decoded(root: str, paths: list[str], image_size: int) -> np.ndarray:
+  path = _cache_path(root, paths, image_size)
   try:
-    with np.load(path) as cached:
-      return cached["images_NHWC"]
-  except (OSError, ValueError, KeyError):
+    return np.load(path)
+  except (OSError, ValueError):
     pass
   images = decode_all(paths, image_size)
   try:  # written whole or not at all: a failed decode or a crash leaves no cache entry behind
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_atomic(path, lambda f: np.savez(f, images_NHWC=images))
+    write_atomic(path, lambda f: np.save(f, images))
   except OSError:
     pass  # a read-only cache costs the decoding time, nothing else
   return images
@@ -128,11 +140,11 @@ def read_folder(root: str, image_size: int = 0) -> dict:
                     f"(PATH/<class>/*.png) or of train/ and test/")
   split_root = os.path.join(root, "train") if os.path.isdir(os.path.join(root, "train")) else root
   paths, labels, classes = _list_split(split_root, "train")
-  out = {"train": (_decoded(paths, image_size), labels), "test": None, "classes": classes}
+  out = {"train": (_decoded(root, paths, image_size), labels), "test": None, "classes": classes}
   if split_root != root and os.path.isdir(test_root := os.path.join(root, "test")):
     test_paths, test_labels, _ = _list_split(test_root, "test", classes)
     if test_paths:
-      out["test"] = (_decoded(test_paths, image_size), test_labels)
+      out["test"] = (_decoded(root, test_paths, image_size), test_labels)
       if out["test"][0].shape[1:] != out["train"][0].shape[1:]:
         raise DataError(f"the test images of {root} are {out['test'][0].shape[1:3]}, the training images "
                         f"{out['train'][0].shape[1:3]}: set --config.image_size=N to resize every image to N×N")

@@ -144,9 +144,26 @@ def _own(name: str, kind: str, path: str, validation_percent: int, image_size: i
 def in_memory(name: str, train: ImageSplit, validation: ImageSplit | None, num_classes: int,
               test: ImageSplit | None = None, data_dir: str | None = None, classes: tuple = ()) -> ImageDataset:
   """A dataset of arrays, with the per-channel statistics of `train` (benchmarks and tests build theirs so)."""
-  pixels = train.images_NHWC.reshape(-1, train.images_NHWC.shape[-1]).astype(np.float64)
-  return ImageDataset(name, data_dir, train, validation, num_classes, pixels.mean(0).astype(np.float32),
-                      np.maximum(pixels.std(0), 1.0).astype(np.float32), test, tuple(classes))
+  mean_C, std_C = channel_stats(train.images_NHWC)
+  return ImageDataset(name, data_dir, train, validation, num_classes, mean_C, std_C, test, tuple(classes))
+
+
+def channel_stats(images_NHWC: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and standard deviation (at least 1) of uint8 images, from each channel's histogram of pixel
+  values: exact integer sums and no float64 copy of the whole set (0.2 s for 50,000 32×32 RGB images, against
+  several seconds for the mean and std of a float64 copy)."""
+  pixels = images_NHWC.reshape(-1, images_NHWC.shape[-1])
+  counts = np.zeros((pixels.shape[1], 256), np.int64)
+  for start in range(0, len(pixels), 1 << 18):  # (blocks: bincount's int64 copy of them stays small)
+    block = pixels[start:start + (1 << 18)]
+    for c in range(pixels.shape[1]):
+      counts[c] += np.bincount(block[:, c], minlength=256)
+  counts = counts.astype(np.float64)
+  values = np.arange(256, dtype=np.float64)
+  n = len(pixels)
+  mean = counts @ values / n
+  std = np.sqrt(np.maximum(counts @ values**2 / n - mean**2, 0.0))
+  return mean.astype(np.float32), np.maximum(std, 1.0).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=4)
