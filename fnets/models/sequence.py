@@ -10,18 +10,13 @@ from fnets.models import lstm, rnn
 
 class Recurrent(nn.Module):
   """A stack of recurrent layers as a Flax layer: (x_BxTxD, state) -> (y_BxTxH, final state). Params in "cells".
-  What LSTM and RNN share; they give `apply_fn` and `init_params`."""
+  What LSTM and RNN share; each gives `apply_fn` (its module's `apply`) and `init_params(key, input_size)`."""
   hidden_size: int
   num_layers: int = 1
   dropout: float = 0.0  # between layers, in training
   unroll: int = 1
   dtype: jnp.dtype = jnp.float32  # computation dtype; params are kept float32 and cast for the computation
   impl: str = "fused"  # "fused" (fast) or "scan" (the reference); both take every JAX transformation
-
-  apply_fn = None
-
-  def init_params(self, key, input_size):
-    raise NotImplementedError
 
   @nn.compact
   def __call__(self, x_BxTxD, state=None, *, mask_BxT=None, train: bool = False):
