@@ -123,29 +123,64 @@ def get(config, name: str):
 
 
 def check_overrides(config: ml_collections.ConfigDict, args: Sequence[str]) -> None:
-  """Raises ConfigError for an override that names no field of `config` or whose value does not fit its type."""
+  """Raises ConfigError for an override that names no field of `config` or whose value does not fit its type.
+  `--config.sweep.FIELD=(V1, V2, ...)` takes a tuple of FIELD's type (fnets/sweeps.py says which can be swept)."""
   valid = fields(config)
   for arg in args:
     name, sep, text = arg.removeprefix("--config.").partition("=")
     if not arg.startswith("--config.") or not sep:
       raise ConfigError(f"cannot read {arg!r}: write config overrides as --config.FIELD=VALUE")
-    if name not in valid:
-      close = difflib.get_close_matches(name, valid, n=1)
+    swept = name.removeprefix("sweep.") if name.startswith("sweep.") and name not in valid else None
+    if (swept or name) not in valid:
+      close = difflib.get_close_matches(swept or name, valid, n=1)
       hint = f" (did you mean {close[0]!r}?)" if close else ""
-      raise ConfigError(f"unknown config field {name!r}{hint}. Valid fields: {', '.join(valid)}")
-    _parse(text, get(config, name), name)
+      what = f"--config.sweep.{swept}: the config has no field {swept!r}" if swept else \
+          f"unknown config field {name!r}"
+      raise ConfigError(f"{what}{hint}. Valid fields: {', '.join(valid)}")
+    if swept:
+      _parse(text, (get(config, swept),), name)
+    else:
+      _parse(text, get(config, name), name)
+
+
+def is_new_sweep(config: ml_collections.ConfigDict, arg: str) -> bool:
+  """Whether `arg` adds a field to the sweep (config_flags, which locks the config, cannot take it)."""
+  name = arg.removeprefix("--config.").partition("=")[0]
+  return arg.startswith("--config.sweep.") and name not in fields(config)
 
 
 def override(config: ml_collections.ConfigDict, args: Sequence[str]) -> ml_collections.ConfigDict:
   """A copy of `config` with `--config.a.b=value` arguments applied (for notebooks and tests; the launcher, fnets/main.py, applies
-  them through config_flags after `check_overrides`)."""
+  them through config_flags after `check_overrides`, and the new sweep fields through `add_sweep`)."""
   check_overrides(config, args)
+  new = [a for a in args if is_new_sweep(config, a)]
   config = ml_collections.ConfigDict(config.to_dict())
   for arg in args:
+    if arg in new:
+      continue
     name, _, text = arg.removeprefix("--config.").partition("=")
     *parents, leaf = name.split(".")
     node = get(config, ".".join(parents)) if parents else config
     node[leaf] = _parse(text, node[leaf], name)
+  return add_sweep(config, new)
+
+
+def add_sweep(config: ml_collections.ConfigDict, args: Sequence[str]) -> ml_collections.ConfigDict:
+  """`config` (changed in place, and returned) with `--config.sweep.FIELD=(values)` arguments added to its sweep
+  section, each value of FIELD's type."""
+  with config.unlocked():
+    if "sweep" not in config:
+      config.sweep = ml_collections.ConfigDict()
+    for arg in args:
+      name, _, text = arg.removeprefix("--config.sweep.").partition("=")
+      values = _parse(text, (get(config, name),), f"sweep.{name}")
+      node = config.sweep
+      *parents, leaf = name.split(".")
+      for part in parents:
+        if part not in node:
+          node[part] = ml_collections.ConfigDict()
+        node = node[part]
+      node[leaf] = values
   return config
 
 

@@ -21,9 +21,10 @@ import ml_collections
 import numpy as np
 
 from fnets import config as config_lib
-from fnets import parallel, runs
+from fnets import parallel, runs, sweeps
 from fnets.run_log import RunLog, TrainWindow, console, metrics_line, show_console
 from fnets.models import sequence
+from fnets.errors import ConfigError
 from fnets.state import Task, TrainState, by_path
 from fnets.tasks import TASKS
 
@@ -41,6 +42,12 @@ def check(config: ml_collections.ConfigDict) -> None:
   if config.init_from and not os.path.isdir(os.path.expanduser(config.init_from)):
     config_lib.fail(config, "init_from", "no such directory; give a run's workdir or WORKDIR/checkpoints/STEP")
   TASKS[config.task].check(config)
+  sweeps.check(config)
+  for values in sweeps.members(config):  # each member's values, as the single run it stands for
+    try:
+      TASKS[config.task].check(sweeps.point_config(config, values))
+    except ConfigError as e:
+      raise ConfigError(f"in the sweep, at {values}: {e}") from None
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str | None = None) -> Task:
@@ -103,7 +110,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, fresh
     console.info("%s: %s parameters (%s); %s; %d steps%s; workdir %s", config.task,
                  f"{num_params(state.params):,}", ", ".join(f"{k} {v['params']:,}" for k, v in layers.items()),
                  task.summary, task.total_steps, f", resumed at step {step}" if step else "", workdir)
-    window, val = TrainWindow(log, task.items_per_step, task.rate_name), None
+    members = [{"member": k, "sweep": values} for k, values in enumerate(task.members)] or None
+    window, val = TrainWindow(log, task.items_per_step * len(members or [0]), task.rate_name, members), None
     epoch = lambda: {"epoch": step / task.steps_per_epoch} if task.steps_per_epoch else {}
     profile = profile_window(config.profile_steps)
 
@@ -124,7 +132,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, fresh
         evaluated = None
         if task.eval_every_steps and (step % task.eval_every_steps == 0 or last):
           evaluated = val = task.evaluate(state, "validation")
-          log.write(step, "eval", {**val, **epoch()})
+          if members:  # (the best checkpoint of a sweep: by the members' mean)
+            log.write(step, "eval", [{**m, **epoch()} for m in val], members)
+            evaluated = {task.best_metric: float(np.mean([m[task.best_metric] for m in val]))}
+          else:
+            log.write(step, "eval", {**val, **epoch()})
           window.restart_clock()
         signum = stop.agreed()  # the same answer on every process: they save the same step together
         # A stop at an evaluating step saves after the evaluation, so that a resumed run neither skips nor repeats
@@ -137,6 +149,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, fresh
           raise runs.Preempted(step, signum)
 
     # --- Final records: the test split is read here for the first time (data of your own may have none).
+    if members:
+      return sweep_result(config, task, state, val, log, workdir, step)
     test = task.evaluate(state, "test")
     if test is not None:
       log.write(step, "test", test)
@@ -155,34 +169,72 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, fresh
     checkpoints.close()
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def take(state, members):
+  """The members `members` (indices) of a sweep's stacked state."""
+  return jax.tree.map(lambda x: x[np.asarray(members)], state)
+
+
+def sweep_result(config, task: Task, state, val: list[dict] | None, log: RunLog, workdir: str, step: int) -> dict:
+  """The grid's validation statistics, the point they choose, and that point's test metrics (of its final
+  models; no other point's test split is evaluated): printed, written to WORKDIR/sweep.json and returned."""
+  summary = sweeps.summarize(config, val, task.best_metric, task.best_mode)
+  chosen = summary["points"][summary["chosen"]]["members"]
+  test = task.evaluate(take(state, chosen), "test")
+  if test is not None:
+    log.write(step, "test", test, [{"member": k, "sweep": task.members[k]} for k in chosen])
+    summary["test"] = {m: sweeps.stats([t[m] for t in test]) for m, v in test[0].items() if isinstance(v, float)}
+  if parallel.is_primary():
+    runs.write_json(os.path.join(workdir, "sweep.json"), summary)
+  console.info("%s\n(%s)", sweeps.table(summary), os.path.join(workdir, "sweep.json"))
+  return {"eval": val, "test": test, "sweep": summary}
+
+
+def _member(task: Task, member: int | None, workdir: str) -> None:
+  if member is not None and not task.members:
+    raise ConfigError(f"--member={member}: the run in {workdir} is not a sweep; drop --member")
+  if member is not None and not 0 <= member < len(task.members):
+    raise ConfigError(f"--member={member}: the sweep in {workdir} has {len(task.members)} members; give 0.."
+                      f"{len(task.members) - 1} (sweep.json lists them)")
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, member: int | None = None) -> dict:
   """Validation and test metrics of a run's best (else latest) checkpoint, without training; also written to
-  WORKDIR/eval.json."""
+  WORKDIR/eval.json. A sweep's: each member's (lists), or those of `member` only."""
   show_console()
   check(config)
   task = setup(config, workdir)
+  _member(task, member, workdir)
   restored, step = runs.restore_for_eval(workdir, task.state, task.best_metric, task.best_mode)
-  out = {"checkpoint_step": step}
+  out = {"checkpoint_step": step, **({"member": member} if member is not None else {})}
   for split in ("validation", "test") if task.eval_every_steps else ("test",):
-    if (metrics := task.evaluate(restored, split)) is not None:
-      out[split] = metrics
+    metrics = task.evaluate(restored if member is None else take(restored, [member]), split)
+    if metrics is not None:
+      out[split] = metrics[0] if member is not None else metrics
   if parallel.is_primary():
     runs.write_json(os.path.join(workdir, "eval.json"), out)
   for split in ("validation", "test"):
     if split in out:
-      console.info("[%s] checkpoint step %d: %s", split, step, metrics_line(out[split]))
+      shown = out[split] if isinstance(out[split], dict) else {
+          f"mean of {len(out[split])} members: {k}": float(np.mean([m[k] for m in out[split]]))
+          for k, v in out[split][0].items() if isinstance(v, float)}
+      console.info("[%s] checkpoint step %d: %s", split, step, metrics_line(shown))
   return out
 
 
-def export(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
+def export(config: ml_collections.ConfigDict, workdir: str, member: int | None = None) -> dict[str, str]:
   """Writes the weights of a run's best (else latest) checkpoint: WORKDIR/export/params.npz, one array per path
   ("params/Conv_0/kernel", "model_state/BatchNorm_0/mean", ...), and for the recurrent models
-  WORKDIR/export/torch_state_dict.npz in PyTorch's names (models.sequence.torch_state_dict). Returns the paths."""
+  WORKDIR/export/torch_state_dict.npz in PyTorch's names (models.sequence.torch_state_dict). Returns the paths.
+  A sweep exports one `member`, as the single run it stands for."""
   show_console()
   check(config)
   task = setup(config, workdir)
+  _member(task, member, workdir)
+  if task.members and member is None:
+    raise ConfigError(f"{workdir} holds a sweep of {len(task.members)} members: export one with --member=K "
+                      f"(0..{len(task.members) - 1}; sweep.json lists them)")
   state, step = runs.restore_for_eval(workdir, task.state, task.best_metric, task.best_mode)
-  state = jax.device_get(state)
+  state = jax.device_get(state if member is None else jax.tree.map(lambda x: x[member], state))
   out_dir = os.path.join(workdir, "export")
   arrays = {f"{part}/{name}": np.asarray(x) for part in ("params", "model_state")
             for name, x in by_path(runs.not_carried(getattr(state, part))).items()}

@@ -29,6 +29,8 @@ flags.DEFINE_bool("list", False, "List the experiments and their variants, and e
 flags.DEFINE_enum("mode", "train", ["train", "eval", "export"], "train (resuming from the workdir's latest "
                   "checkpoint); eval: validation and test metrics of the workdir's best (else latest) checkpoint; "
                   "export: that checkpoint's weights as WORKDIR/export/*.npz.")
+flags.DEFINE_integer("member", None, "With --mode=eval or export of a sweep: that member only (its index in "
+                     "metrics.jsonl and sweep.json); export writes it as an ordinary run's weights.")
 flags.DEFINE_bool("fresh", False, "Start again: move an existing run in --workdir aside to WORKDIR.old-TIMESTAMP.")
 flags.DEFINE_bool("distributed", False, "Join a multi-process run through jax.distributed, with the settings JAX "
                   "detects (TPU pod, SLURM, ...). Implied by --coordinator_address.")
@@ -36,6 +38,7 @@ flags.DEFINE_string("coordinator_address", None, "host:port of process 0 of a mu
 flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
 flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run, 0..num_processes-1.")
 FLAGS = flags.FLAGS
+_NEW_SWEEP_ARGS = []  # --config.sweep.FIELD=... naming fields the config file's sweep lacks: added after parsing
 
 
 def fail(message: str):
@@ -67,7 +70,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     if bad := [a for a in args if a.startswith("--config") and not a.startswith(("--config=", "--config."))]:
       raise ConfigError(f"cannot read {bad[0]!r}: write --config=PATH.py[:ARG] and --config.FIELD=VALUE")
     if specs := [a.removeprefix("--config=") for a in args if a.startswith("--config=")]:
-      config_lib.check_overrides(config_lib.load(specs[-1]), overrides)
+      loaded = config_lib.load(specs[-1])
+      config_lib.check_overrides(loaded, overrides)
+      _NEW_SWEEP_ARGS[:] = [a for a in overrides if config_lib.is_new_sweep(loaded, a)]
+      args = [a for a in args if a not in _NEW_SWEEP_ARGS]
     elif overrides:
       raise ConfigError(f"{overrides[0]} needs a config: add --experiment=NAME or --config=PATH.py")
     if positional := [a for a in args if not a.startswith("-")]:
@@ -95,7 +101,7 @@ def main(argv):
     elif spec is None:
       raise ConfigError("no config: give --experiment=NAME or --config=PATH.py (see --list)")
     else:
-      config = FLAGS.config
+      config = config_lib.add_sweep(FLAGS.config, _NEW_SWEEP_ARGS)
     loop.check(config)
     # (Not /tmp/fnets: a directory named like the package shadows an editable install for Python started in /tmp.)
     workdir = FLAGS.workdir or f"/tmp/fnets_runs/{config_lib.run_name(spec)}"
@@ -103,7 +109,7 @@ def main(argv):
     if FLAGS.mode != "train":
       runs.check_workdir(workdir, config)  # the run's config, up to the fields that do not change results
       finished_run = loop.evaluate_checkpoint if FLAGS.mode == "eval" else loop.export
-      finished_run(runs.recorded_config(workdir), workdir)
+      finished_run(runs.recorded_config(workdir), workdir, member=FLAGS.member)
     else:
       loop.train_and_evaluate(config, workdir, fresh=FLAGS.fresh)
   except runs.Preempted as e:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from fnets import config as config_lib
+from fnets.models.layers import is_off
 from fnets.state import path_name
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "onecycle")
@@ -34,21 +35,52 @@ def check(config) -> None:
   config_lib.require(config, "bool", "nesterov", "decay_biases")
 
 
-def schedule(config, total_steps: int, warmup_steps: int) -> optax.Schedule:
+def schedule(config, total_steps: int, warmup_steps) -> optax.Schedule:
   """Learning rate at each step: constant; cosine; linear warmup then cosine; or one-cycle (linear up, linear
-  down). Warmup lasts `warmup_steps` and starts from `lr_start_fraction` of the peak; the decaying schedules end at
-  `lr_end_fraction` of it."""
+  down). Warmup lasts `warmup_steps` (rounded down) and starts from `lr_start_fraction` of the peak; the decaying
+  schedules end at `lr_end_fraction` of it.
+
+  optax's schedules, written out (the same arithmetic, so the same numbers): a sweep's learning rate, fractions
+  and warmup are arrays, on which optax's branch in Python."""
   peak, kind = config.learning_rate, config.schedule
   start, end = peak * config.lr_start_fraction, peak * config.lr_end_fraction
-  warmup = min(warmup_steps, total_steps - 1)
+  static = isinstance(warmup_steps, (int, float))
+  warmup = min(int(warmup_steps), total_steps - 1) if static else jnp.minimum(jnp.floor(warmup_steps),
+                                                                              total_steps - 1)
   if kind == "constant":
-    return optax.constant_schedule(peak)
+    return lambda step: peak
   if kind == "cosine":
-    return optax.cosine_decay_schedule(peak, total_steps, config.lr_end_fraction)
+    return _cosine(peak, total_steps, config.lr_end_fraction)
   if kind == "warmup_cosine":
-    return optax.warmup_cosine_decay_schedule(start, peak, warmup, total_steps, end)
-  return optax.join_schedules([optax.linear_schedule(start, peak, warmup),  # onecycle
-                               optax.linear_schedule(peak, end, total_steps - warmup)], [warmup])
+    return _join(_linear(start, peak, warmup), _cosine(peak, total_steps - warmup, end / peak), warmup)
+  return _join(_linear(start, peak, warmup), _linear(peak, end, total_steps - warmup), warmup)  # onecycle
+
+
+def _linear(start, end, steps):
+  """From `start` to `end` in `steps` steps, then `end`; `start` throughout if steps ≤ 0 (optax.linear_schedule)."""
+  if isinstance(steps, int) and steps <= 0:
+    return lambda count: start
+
+  def f(count):
+    n = steps if isinstance(steps, int) else jnp.maximum(steps, 1)
+    value = (start - end) * (1 - jnp.clip(count, 0, n) / n) + end
+    return value if isinstance(steps, int) else jnp.where(steps > 0, value, start)
+  return f
+
+
+def _cosine(peak, steps, alpha):
+  """Half a cosine from `peak` down to `alpha · peak` in `steps` steps (optax.cosine_decay_schedule)."""
+  steps = float(steps) if isinstance(steps, int) else steps
+
+  def f(count):
+    count = jnp.minimum(float(count) if isinstance(count, int) else count, steps)
+    return peak * ((1 - alpha) * (0.5 * (1 + jnp.cos(jnp.pi * count / steps))) ** 1.0 + alpha)
+  return f
+
+
+def _join(first, then, boundary):
+  """`first` before step `boundary`, `then` (counted from the boundary) after (optax.join_schedules)."""
+  return lambda step: jnp.where(step < boundary, first(step), then(step - boundary))
 
 
 def _decay_mask(params):
@@ -87,8 +119,9 @@ def optimizer(config, learning_rate: optax.Schedule, *, frozen: Mapping[str, int
   bias_decay = [optax.add_decayed_weights(wd / bias_scale, _norm_mask),
                 optax.add_decayed_weights(wd, other_biases)] if config.decay_biases else []
   if kind == "sgd":
+    momentum = None if is_off(config.momentum) else config.momentum  # (a sweep's 0 is a momentum of 0: the same)
     tx = optax.chain(optax.add_decayed_weights(wd, _decay_mask), *bias_decay,
-                     optax.sgd(learning_rate, config.momentum or None, nesterov=config.nesterov))
+                     optax.sgd(learning_rate, momentum, nesterov=config.nesterov))
   elif kind == "adam":
     tx = optax.chain(optax.add_decayed_weights(wd, _decay_mask), *bias_decay, optax.adam(learning_rate))
   elif kind == "adamw" and not bias_decay:
@@ -98,8 +131,9 @@ def optimizer(config, learning_rate: optax.Schedule, *, frozen: Mapping[str, int
                      optax.scale_by_learning_rate(learning_rate))
   if bias_scale != 1.0:
     tx = optax.chain(tx, optax.masked(optax.scale(bias_scale), _norm_mask))
-  if config.grad_clip_norm:
-    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+  if not is_off(clip := config.grad_clip_norm):  # (a sweep's 0: no clipping)
+    tx = optax.chain(optax.clip_by_global_norm(clip if isinstance(clip, float) else
+                                               jnp.where(clip > 0, clip, jnp.inf)), tx)
   if config.get("lookahead_every"):  # (a field of the image tasks only)
     tx = lookahead(tx, every=config.lookahead_every,
                    start_step=int(config.lookahead_start_epochs * steps_per_epoch), total_steps=total_steps,

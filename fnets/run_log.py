@@ -55,23 +55,32 @@ class RunLog:
     self._total_steps = total_steps
     self._start, self._start_step = time.time(), resume_step
 
-  def write(self, step: int, split: str, metrics: dict) -> dict:
-    record = {"step": int(step), "split": split, **{k: _scalar(v) for k, v in metrics.items()}}
+  def write(self, step: int, split: str, metrics: dict | list[dict], members: list[dict] | None = None) -> None:
+    """One record; for a sweep, `metrics` is a list (one per member) and each member's record carries its
+    `members` entry ({"member": index, "sweep": {field: value}}); the console shows their mean."""
     if not self._enabled:
-      return record
-    self._jsonl.write(json.dumps(record) + "\n")
+      return
+    rows = [metrics] if members is None else [{**member, **m} for member, m in zip(members, metrics, strict=True)]
+    for row in rows:
+      record = {"step": int(step), "split": split, **{k: _scalar(v) for k, v in row.items()}}
+      self._jsonl.write(json.dumps(record) + "\n")
+      tag = f"/member_{row['member']}" if members is not None else ""
+      for name, value in record.items():
+        if name not in ("step", "member") and isinstance(value, (int, float)):
+          self._tb.add_scalar(f"{split}/{name}{tag}", value, step)
     self._jsonl.flush()
-    for name, value in record.items():
-      if name not in ("step", "split") and isinstance(value, (int, float)):
-        self._tb.add_scalar(f"{split}/{name}", value, step)
     self._tb.flush()
-    text = metrics_line({k: v for k, v in record.items() if k not in ("step", "split")})
+    if members is None:
+      text = metrics_line({k: _scalar(v) for k, v in metrics.items()})
+    else:
+      numeric = [k for k, v in metrics[0].items() if isinstance(_scalar(v), (int, float))]
+      text = f"mean of {len(metrics)} members: " + metrics_line(
+          {k: float(np.mean([m[k] for m in metrics])) for k in numeric})
     eta = ""
     if split == "train" and self._start_step < step < self._total_steps:
       per_step = (time.time() - self._start) / (step - self._start_step)
       eta = f"  ETA {_duration(per_step * (self._total_steps - step))}"
     console.info("[%s] step %d/%d  %s%s", split, step, self._total_steps, text, eta)
-    return record
 
   def close(self):
     if not self._enabled:
@@ -84,8 +93,8 @@ class TrainWindow:
   """The metrics of the training steps since the last "train" record, written as their means. Keeps at most one
   step in flight, so that a stop signal is honoured within a step, not after all the steps JAX dispatched ahead."""
 
-  def __init__(self, log: RunLog, items_per_step: int, rate_name: str):
-    self._log, self._items_per_step, self._rate_name = log, items_per_step, rate_name
+  def __init__(self, log: RunLog, items_per_step: int, rate_name: str, members: list[dict] | None = None):
+    self._log, self._items_per_step, self._rate_name, self._members = log, items_per_step, rate_name, members
     self._metrics, self._start = [], time.time()
 
   def add(self, metrics: dict) -> None:
@@ -96,14 +105,19 @@ class TrainWindow:
   def check_finite(self, step: int) -> list:
     """Raises runs.RunError if a loss since the last record is NaN or infinite; returns the metrics on host."""
     host = parallel.to_host(self._metrics)
-    runs.check_finite(step - len(host) + 1, [np.sum(m["loss"]) for m in host])  # (one loss per ensemble member)
+    runs.check_finite(step - len(host) + 1, [np.sum(m["loss"]) for m in host])  # (one loss per sweep member)
     return host
 
   def write(self, step: int, extra: dict | None = None) -> None:
     host = self.check_finite(step)
-    means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+    means = {k: np.mean([m[k] for m in host], axis=0) for k in host[0]}  # (a sweep's: one per member)
     means[self._rate_name] = len(host) * self._items_per_step / (time.time() - self._start)
-    self._log.write(step, "train", {**means, **(extra or {})})
+    if self._members is None:
+      self._log.write(step, "train", {**means, **(extra or {})})
+    else:
+      rows = [{k: v if np.ndim(v) == 0 else v[i] for k, v in {**means, **(extra or {})}.items()}
+              for i in range(len(self._members))]
+      self._log.write(step, "train", rows, self._members)
     self._metrics = []
     self.restart_clock()
 
@@ -137,7 +151,7 @@ def _scalar(v):
 
 
 def metrics_line(metrics: dict) -> str:
-  """`loss 0.1234  accuracy 0.9876 ...` for the console; lists (e.g. each ensemble member's) are left out."""
+  """`loss 0.1234  accuracy 0.9876 ...` for the console; lists are left out."""
   return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
                    if not isinstance(v, list))
 

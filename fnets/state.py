@@ -10,7 +10,7 @@ import jax
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array  # int32; one per member in an ensemble
+  step: jax.Array  # int32; one per member in a sweep
   params: Any
   opt_state: Any
   model_state: Any  # e.g. batch-norm statistics, the recurrent state carried between windows; {} if none
@@ -21,7 +21,7 @@ class Task:
   """What a task module's `setup(config)` supplies; the loop does the rest."""
   state: TrainState  # the initial train state, placed on the devices
   train_step: Callable[[TrainState, int], tuple[TrainState, dict]]  # runs step `step` (its batch follows from it)
-  evaluate: Callable[[TrainState, str], dict]  # metrics of split "validation" or "test"
+  evaluate: Callable[[TrainState, str], dict]  # metrics of split "validation" or "test" (a list: a sweep's)
   total_steps: int
   eval_every_steps: int  # 0: no held-out evaluation during training (and no best checkpoint)
   best_metric: str  # the validation metric that picks the best checkpoint
@@ -30,6 +30,7 @@ class Task:
   rate_name: str
   steps_per_epoch: int = 0  # > 0: records carry the epoch
   summary: str = ""  # one line about the data, printed at the start
+  members: list[dict] = dataclasses.field(default_factory=list)  # a sweep's members' values (fnets/sweeps.py)
   record: dict = dataclasses.field(default_factory=dict)  # what the model follows from the data, for run.json
   files: dict[str, str] = dataclasses.field(default_factory=dict)  # written into the workdir at the start
   finish: Callable[[TrainState, str], None] | None = None  # after the final records (e.g. write a sample)

@@ -38,6 +38,8 @@ def run(task: str, dataset: str) -> ml_collections.ConfigDict:
   c.log_every_steps = 100
   c.checkpoint_every_steps = 500  # and at every evaluation
   c.keep_checkpoints = 3
+  # Fields → tuples of values, trained together as one program (fnets/sweeps.py): sweep.seed=(0,1,2), ...
+  c.sweep = ml_collections.ConfigDict()
   return optimizer(c)
 
 
@@ -49,7 +51,6 @@ def image_classification() -> ml_collections.ConfigDict:
   c.validation_percent = 10
   c.eval_batch_size = 1000
   c.num_epochs = 10
-  c.ensemble_size = 1  # K > 1: train the runs of seeds seed..seed+K-1 at once (vmap), report the ensemble
   # Augmentation (random crop from a reflect-padded image, horizontal flip), inside the jitted step.
   c.augment = False
   c.crop_padding = 4  # translation by up to ±crop_padding pixels

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnets import config as config_lib
-from fnets.models.layers import ACTIVATIONS, activation, max_pool
+from fnets.models.layers import ACTIVATIONS, Dropout, activation, max_pool
 
 # Parameters set at init from the data and never trained: path → they are frozen by fnets/optim.py.
 WHITEN = "Whiten"
@@ -159,7 +159,7 @@ class CNN(nn.Module):
     x = x.reshape(x.shape[0], -1)  # flatten
     for features in self.dense_features:
       x = act(nn.Dense(features, kernel_init=kernel_init, dtype=self.dtype)(x))
-      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      x = Dropout(self.dropout)(x, train=train)
     logits_BxC = nn.Dense(self.num_classes, use_bias=self.logit_bias, kernel_init=kernel_init, dtype=self.dtype)(x)
     if self.logit_scale != 1.0:
       logits_BxC = logits_BxC * self.logit_scale

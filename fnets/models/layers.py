@@ -14,6 +14,24 @@ def activation(name: str):
   return ACTIVATIONS[name]
 
 
+def is_off(rate) -> bool:
+  """A rate known to be 0 when the step is traced; a sweep's rate is an array, never off."""
+  return isinstance(rate, (int, float)) and rate == 0
+
+
+class Dropout(nn.Module):
+  """`nn.Dropout` (the same numbers: its own "Dropout_N" scope draws from the "dropout" stream) whose rate may be
+  an array: a sweep's, which Flax's cannot take (it asks `rate == 0` in Python). A rate of 0 keeps every unit."""
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    if not train or is_off(self.rate):
+      return x
+    keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.rate, x.shape)
+    return jax.lax.select(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def max_pool(x_BHWC: jax.Array, window: int) -> jax.Array:
   """`nn.max_pool(x, (window, window), (window, window))` (VALID), differentiated elementwise.

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from fnets import config as config_lib
-from fnets.models.layers import ACTIVATIONS, activation
+from fnets.models.layers import ACTIVATIONS, Dropout, activation
 
 
 def check(config) -> None:
@@ -30,5 +30,5 @@ class MLP(nn.Module):
     x = x.reshape(x.shape[0], -1).astype(self.dtype)
     for features in self.hidden_features:
       x = act(nn.Dense(features, dtype=self.dtype)(x))
-      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      x = Dropout(self.dropout)(x, train=train)
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)

@@ -4,6 +4,8 @@
 import jax
 import jax.numpy as jnp
 
+from fnets.models.layers import is_off
+
 
 def carry_dtype(compute_dtype):
   """The dtype of the state that `apply` takes and returns (and `zero_state` makes): float32 when the layers compute
@@ -70,7 +72,7 @@ def run_layers(layer_fn, params: list, x_BxTxD, states: list, mask_BxT, dropout:
   x = x_BxTxD.swapaxes(0, 1)  # time-major for the scan
   finals = []
   for index, (layer, state) in enumerate(zip(params, states)):
-    if index > 0 and dropout > 0 and key is not None:
+    if index > 0 and key is not None and not is_off(dropout):
       keep = jax.random.bernoulli(jax.random.fold_in(key, index), 1 - dropout, x.shape)
       x = jnp.where(keep, x / (1 - dropout), 0)
     x, final = layer_fn(layer, x, m_TxBx1, state)

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 
 from fnets import config as config_lib
 from fnets.models import lstm, rnn
+from fnets.models.layers import Dropout, is_off
 
 
 class Recurrent(nn.Module):
@@ -21,7 +22,7 @@ class Recurrent(nn.Module):
   @nn.compact
   def __call__(self, x_BxTxD, state=None, *, mask_BxT=None, train: bool = False):
     params = self.param("cells", lambda key: self.init_params(key, x_BxTxD.shape[-1]))
-    key = self.make_rng("dropout") if train and self.dropout > 0 else None
+    key = self.make_rng("dropout") if train and not is_off(self.dropout) else None
     if self.dtype != jnp.float32:  # not the state: float32 in and out (recurrent.carry_dtype)
       params, x_BxTxD = jax.tree.map(lambda a: a.astype(self.dtype), params), x_BxTxD.astype(self.dtype)
     return self.apply_fn(params, x_BxTxD, state, mask_BxT=mask_BxT, dropout=self.dropout, key=key,
@@ -76,7 +77,7 @@ class CharLM(nn.Module):
     x_BxTxE = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)(tokens_BxT)
     y_BxTxH, state = CELLS[self.cell](self.hidden_size, self.num_layers, self.dropout, self.unroll,
                                       dtype=self.dtype, impl=self.impl)(x_BxTxE, state, train=train)
-    y_BxTxH = nn.Dropout(self.dropout, deterministic=not train)(y_BxTxH)
+    y_BxTxH = Dropout(self.dropout)(y_BxTxH, train=train)
     return nn.Dense(self.vocab_size, dtype=self.dtype)(y_BxTxH).astype(jnp.float32), state
 
 

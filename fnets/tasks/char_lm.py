@@ -2,7 +2,8 @@
 which puts them together into the task that fnets/loop.py trains and evaluates; at the end it writes a sample.
 
 Stages: mesh → input (text, vocabulary) → model → optimizer → initial state → jitted steps. The same code runs
-on one device or many, in one process or many (fnets/parallel.py).
+on one device or many, in one process or many (fnets/parallel.py). A sweep (fnets/sweeps.py) trains its members
+at once, as fnets/tasks/classify.py does: `vmap` over their stacked states, each with its seed's windows.
 """
 
 import functools
@@ -17,7 +18,7 @@ import numpy as np
 import optax
 
 from fnets import config as config_lib
-from fnets import models, optim, parallel
+from fnets import models, optim, parallel, sweeps
 from fnets.data import text as text_data
 from fnets.errors import ConfigError
 from fnets.run_log import console
@@ -38,10 +39,12 @@ def check(config) -> None:
     module.check(config)
 
 
-def train_step(state: TrainState, tokens_BxT1, first, key, *, model, tx, lr_schedule):
+def train_step(state: TrainState, tokens_BxT1, first, key, values, *, build):
   """One step of truncated BPTT on windows of T+1 characters: predict characters 1..T from 0..T-1, starting from
   the state the previous step ended in (model_state["carry"]; zeros where `first`, an epoch's first window).
-  The gradient stops at the window's start: the carried state enters as a constant."""
+  The gradient stops at the window's start: the carried state enters as a constant. `build(values)`: the model
+  and optimizer of the run, or of a sweep member (its swept `values`, traced)."""
+  model, tx, lr_schedule = build(values)
   params, step = state.params, state.step
   dropout_key = jax.random.fold_in(key, step)
   carry = jax.tree.map(lambda a: jnp.where(first, jnp.zeros_like(a), a), state.model_state["carry"])
@@ -63,15 +66,17 @@ def eval_chunk(params, state, inputs_BxT, targets_BxT, mask_BxT, *, model):
   return state, jnp.sum(nll_BxT * mask_BxT), jnp.sum(mask_BxT)
 
 
-def evaluate(eval_fn, params, ids, num_streams: int, length: int) -> dict:
-  """Loss over the whole text, in nats and bits per character."""
+def evaluate(eval_fn, params, ids, num_streams: int, length: int) -> dict | list[dict]:
+  """Loss over the whole text, in nats and bits per character; a list, one per member, for a sweep's params."""
   state, total, count = None, 0.0, 0.0
   for inputs, targets, mask in text_data.stream_chunks(ids, num_streams, length):
     state, nll, n = eval_fn(params, state, inputs, targets, mask)
     total, count = total + nll, count + n
   total, count = parallel.to_host((total, count))
-  nats = float(total / count)
-  return {"loss": nats, "bits_per_char": nats / math.log(2), "num_chars": int(count)}
+  metrics = lambda nats, n: {"loss": nats, "bits_per_char": nats / math.log(2), "num_chars": int(n)}
+  if np.ndim(total) == 0:
+    return metrics(float(total / count), count)
+  return [metrics(float(t / n), n) for t, n in zip(total, count)]
 
 
 def sample(model, params, vocab: text_data.Vocab, prompt: str, length: int, temperature: float, key) -> str:
@@ -131,35 +136,48 @@ def create_optimizer(config):
   return optim.optimizer(config, lr_schedule), lr_schedule
 
 
-def init_state(config, model, tx, mesh):
-  """(state, train_key, sample_key, state_sharding). One seed gives params, dropout, data order and samples. The
-  state carried from one training window to the next (truncated BPTT) is part of the train state: a resumed run
-  continues it; it is split like the batch (each device carries its own rows)."""
-  def init(seed):
+def build(config, vocab, values: dict | None = None):
+  """(model, tx, lr_schedule) of the run, or of a sweep member whose swept fields are `values` (arrays)."""
+  config = sweeps.with_values(config, values) if values else config
+  return (create_model(config, vocab), *create_optimizer(config))
+
+
+def init_state(config, mesh, build_fn):
+  """(state, train_key, sample_key, state_sharding). One seed gives params, dropout, data order and samples; a
+  sweep's state stacks its members'. The state carried from one training window to the next (truncated BPTT) is
+  part of the train state: a resumed run continues it; it is split like the batch (each device carries its own
+  rows)."""
+  def init(seed, values):
+    model, tx, _ = build_fn(values)
     init_key, train_key, sample_key = jax.random.split(jax.random.key(seed), 3)
     tokens_BxT = jnp.zeros((config.batch_size, config.seq_len), jnp.int32)
     params = model.init(init_key, tokens_BxT)["params"]
     carry = jax.tree.map(jnp.zeros_like, model.apply({"params": params}, tokens_BxT)[1])
     return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {"carry": carry}), train_key, sample_key
 
-  seed = np.int32(config.seed)
-  sharding = parallel.state_shardings(mesh, jax.eval_shape(init, seed)[0], config.param_sharding)
-  sharding = sharding.replace(model_state={"carry": jax.tree.map(lambda _: parallel.batch_sharding(mesh, 1),
-                                                                 sharding.model_state["carry"])})
+  sweep = bool(sweeps.fields(config))
+  seeds, values = sweeps.member_arrays(config) if sweep else (np.int32(config.seed), {})
+  init = jax.vmap(init) if sweep else init
+  sharding = parallel.state_shardings(mesh, jax.eval_shape(init, seeds, values)[0], config.param_sharding)
+  rows = parallel.batch_sharding(mesh, 2 if sweep else 1)  # (member, layer, batch, hidden)
+  sharding = sharding.replace(model_state={"carry": jax.tree.map(lambda _: rows, sharding.model_state["carry"])})
   replicated = parallel.replicated(mesh)
-  state, train_key, sample_key = jax.jit(init, out_shardings=(sharding, replicated, replicated))(seed)
+  state, train_key, sample_key = jax.jit(init, out_shardings=(sharding, replicated, replicated))(seeds, values)
   return state, train_key, sample_key, sharding
 
 
-def jit_steps(model, tx, lr_schedule, mesh, state_sharding):
+def jit_steps(config, mesh, state_sharding, build_fn):
   """(train_jit, eval_jit) with explicit shardings: the state as placed by init_state, the batch split over the
-  devices. train_jit(state, tokens_BxT1, first, key) -> (state, metrics); eval_jit(params, carry, inputs,
-  targets, mask) -> (carry, summed loss, count)."""
-  batch, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
-  train_jit = jax.jit(functools.partial(train_step, model=model, tx=tx, lr_schedule=lr_schedule),
-                      in_shardings=(state_sharding, batch, replicated, replicated),
+  devices. train_jit(state, tokens_BxT1, first, key, values) -> (state, metrics); eval_jit(params, carry, inputs,
+  targets, mask) -> (carry, summed loss, count), one per member for a sweep."""
+  sweep = bool(sweeps.fields(config))
+  batch, replicated = parallel.batch_sharding(mesh, 1 if sweep else 0), parallel.replicated(mesh)
+  step_fn = functools.partial(train_step, build=build_fn)
+  train_jit = jax.jit(jax.vmap(step_fn, in_axes=(0, 0, None, 0, 0)) if sweep else step_fn,
+                      in_shardings=(state_sharding, batch, replicated, replicated, replicated),
                       out_shardings=(state_sharding, replicated), donate_argnums=0)
-  return train_jit, jax.jit(functools.partial(eval_chunk, model=model))
+  eval_fn = functools.partial(eval_chunk, model=build_fn(None)[0])
+  return train_jit, jax.jit(jax.vmap(eval_fn, in_axes=(0, 0, None, None, None)) if sweep else eval_fn)
 
 
 def saved_vocab(workdir: str | None) -> text_data.Vocab | None:
@@ -179,18 +197,25 @@ def setup(config: ml_collections.ConfigDict, texts: dict[str, str] | None = None
   mesh = parallel.make_mesh()
   vocab, ids = load_data(config, mesh, texts, saved_vocab(workdir))
   total_steps = config.num_steps if not config.max_steps else min(config.num_steps, config.max_steps)
-  model = create_model(config, vocab)
-  tx, lr_schedule = create_optimizer(config)
-  state, train_key, sample_key, sharding = init_state(config, model, tx, mesh)
-  train_jit, eval_jit = jit_steps(model, tx, lr_schedule, mesh, sharding)
+  build_fn = functools.partial(build, config, vocab)
+  model, tx, lr_schedule = build_fn()
+  state, train_key, sample_key, sharding = init_state(config, mesh, build_fn)
+  train_jit, eval_jit = jit_steps(config, mesh, sharding, build_fn)
 
-  # The batch of each step follows from (seed, step), so a resumed run sees the same data.
-  batch, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+  # The batch of each step follows from (seed, step), so a resumed run sees the same data; a sweep's members
+  # each read their seed's windows (the epochs' first windows come at the same steps for every seed).
+  seeds, values = sweeps.member_arrays(config) if sweeps.fields(config) else (None, {})
+  batch, replicated = parallel.batch_sharding(mesh, 0 if seeds is None else 1), parallel.replicated(mesh)
+  values = jax.tree.map(lambda v: parallel.to_global(v, replicated), values)
+  windows = lambda seed, step: text_data.stream_windows(ids["train"], config.batch_size, config.seq_len, seed, step)
 
   def train_fn(state, step):
-    tokens, first = text_data.stream_windows(ids["train"], config.batch_size, config.seq_len, config.seed, step)
+    if seeds is None:
+      tokens, first = windows(config.seed, step)
+    else:
+      tokens, first = np.stack([windows(int(seed), step)[0] for seed in seeds]), windows(config.seed, step)[1]
     return train_jit(state, parallel.to_global(tokens, batch), parallel.to_global(np.bool_(first), replicated),
-                     train_key)
+                     train_key, values)
 
   eval_fn = lambda params, carry, *arrays: eval_jit(params, carry, *(parallel.to_global(a, batch) for a in arrays))
   evaluate_split = lambda state, split: evaluate(eval_fn, state.params, ids[split], config.eval_streams,
@@ -211,6 +236,7 @@ def setup(config: ml_collections.ConfigDict, texts: dict[str, str] | None = None
       summary=f"{config.dataset}: {len(ids['train']):,} train / {len(ids['validation']):,} validation characters, "
               f"vocabulary {len(vocab.chars)}",
       record={"data": {"vocab_size": len(vocab.chars), "train_characters": len(ids["train"])}},
-      files={"vocab.json": json.dumps({"chars": vocab.chars})}, finish=finish,
+      files={"vocab.json": json.dumps({"chars": vocab.chars})}, finish=None if seeds is not None else finish,
+      members=sweeps.members(config),
       context=dict(vocab=vocab, ids=ids, model=model, mesh=mesh, tx=tx, lr_schedule=lr_schedule,
                    train_jit=train_jit, eval_jit=eval_jit, train_key=train_key))

@@ -5,9 +5,9 @@ Stages, in order: mesh → input (train and held-out validation; test only when 
 optimizer → initial state → jitted steps. The same code runs on one device or many, in one process or many
 (fnets/parallel.py).
 
-With `config.ensemble_size = K > 1`, K members are trained at once by `jax.vmap` over a leading member axis of
-the train state: member k is exactly the run of seed `config.seed + k` (its own init, data order, augmentation and
-dropout), and evaluation reports the ensemble (mean of the members' probabilities) and each member.
+A sweep (`config.sweep`, fnets/sweeps.py) trains its K members at once: `jax.vmap` over a leading member axis of
+the train state, with each member's seed (its init, data order, augmentation and dropout) and swept values as
+arrays; member k is the run of its seed and values, and evaluation reports each member.
 """
 
 import functools
@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from fnets import config as config_lib
-from fnets import models, optim, parallel
+from fnets import models, optim, parallel, sweeps
 from fnets.data import images as image_data
 from fnets.errors import ConfigError
 from fnets.models import cnn
@@ -32,11 +32,14 @@ WHITENING_IMAGES = 5000
 
 def check(config) -> None:
   """The fields this task and the modules it uses read."""
-  config_lib.require(config, "positive_int", "batch_size", "eval_batch_size", "num_epochs", "ensemble_size")
+  config_lib.require(config, "positive_int", "batch_size", "eval_batch_size", "num_epochs")
   config_lib.require(config, ">=0", "warmup_epochs", "whiten_bias_epochs")
   config_lib.require(config, "[0,1)", "label_smoothing")
   for module in (image_data, models, optim, parallel):
     module.check(config)
+  if config.validation_percent == 0 and len(sweeps.summarize(config, None, "", "")["points"]) > 1:
+    raise ConfigError("a sweep over hyperparameters chooses on the validation split, and "
+                      "--config.validation_percent=0 leaves none; hold out some (e.g. 10) or sweep the seed only")
 
 
 def cross_entropy(logits_BxC, labels_B, label_smoothing: float = 0.0):
@@ -44,11 +47,13 @@ def cross_entropy(logits_BxC, labels_B, label_smoothing: float = 0.0):
   return optax.softmax_cross_entropy(logits_BxC, targets_BxC)
 
 
-def train_step(state: TrainState, images_BHWC, labels_B, key, indices_B=None, *, model, tx, lr_schedule, config,
-               mean_C, std_C, steps_per_epoch: int = 1):
+def train_step(state: TrainState, images_BHWC, labels_B, key, indices_B, values, *, build, mean_C, std_C,
+               steps_per_epoch: int = 1):
   """One SGD step. All randomness (augmentation, dropout) comes from `key` folded with the step number, so a
   step's result depends only on (seed, step, batch); `indices_B` (the examples' indices in the split) are needed
-  by `config.alternating_flip` only, whose flips depend on (seed, example, epoch)."""
+  by `config.alternating_flip` only, whose flips depend on (seed, example, epoch). `build(values)` gives the
+  config, model and optimizer: of the run, or (`values`: a sweep member's swept fields, traced) of a member."""
+  config, model, tx, lr_schedule = build(values)
   aug_key, dropout_key = jax.random.split(jax.random.fold_in(key, state.step))
   x_BHWC = image_data.normalize(images_BHWC, mean_C, std_C)
   if config.augment:
@@ -78,47 +83,35 @@ def _eval_sums(logits_BxC, labels_B, mask_B):
           "count": jnp.sum(mask_B)}
 
 
-def eval_step(state: TrainState, images_BHWC, labels_B, mask_B, *, model, mean_C, std_C, ensemble: bool,
-              tta: str = "none"):
-  """Sums of loss and correct predictions over the unmasked examples of one batch; for an ensemble, those of
-  the ensemble's prediction (the mean of the members' probabilities) and, under "members", of each member.
-  With test-time augmentation (`tta`), a model's logits are the weighted mean of its logits of the views."""
+def eval_step(state: TrainState, images_BHWC, labels_B, mask_B, *, model, mean_C, std_C, tta: str = "none"):
+  """Sums of loss and correct predictions over the unmasked examples of one batch. With test-time augmentation
+  (`tta`), the logits are the weighted mean of the logits of the views."""
   x_BHWC = image_data.normalize(images_BHWC, mean_C, std_C)
-  views = image_data.tta_views(x_BHWC, tta)
-  apply = lambda state, x: model.apply({"params": state.params, "batch_stats": state.model_state}, x, train=False)
-  logits = lambda state: sum(w * apply(state, view) for w, view in views)
-  if not ensemble:
-    return _eval_sums(logits(state), labels_B, mask_B)
-  logits_KxBxC = jax.vmap(logits)(state)
-  K = logits_KxBxC.shape[0]
-  ensemble_logits_BxC = jax.nn.logsumexp(jax.nn.log_softmax(logits_KxBxC), axis=0) - jnp.log(K)
-  return {**_eval_sums(ensemble_logits_BxC, labels_B, mask_B),
-          "members": jax.vmap(_eval_sums, in_axes=(0, None, None))(logits_KxBxC, labels_B, mask_B)}
+  apply = lambda x: model.apply({"params": state.params, "batch_stats": state.model_state}, x, train=False)
+  logits_BxC = sum(w * apply(view) for w, view in image_data.tta_views(x_BHWC, tta))
+  return _eval_sums(logits_BxC, labels_B, mask_B)
 
 
-def evaluate(eval_fn, state, split: image_data.ImageSplit, batch_size: int) -> dict:
+def evaluate(eval_fn, state, split: image_data.ImageSplit, batch_size: int) -> dict | list[dict]:
+  """Loss and accuracy over a split; a list of them, one per member, for a sweep's stacked state."""
   sums = None
   for batch in image_data.eval_batches(split, batch_size):
     out = eval_fn(state, *batch)
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
   sums = parallel.to_host(sums)
-  metrics = {"loss": float(sums["loss"] / sums["count"]), "accuracy": float(sums["correct"] / sums["count"]),
-             "num_examples": int(sums["count"])}
-  if "members" in sums:
-    members = sums["members"]
-    metrics["member_accuracy"] = (members["correct"] / members["count"]).tolist()
-    metrics["member_loss"] = (members["loss"] / members["count"]).tolist()
-    metrics["member_mean_accuracy"] = float(np.mean(metrics["member_accuracy"]))
-  return metrics
+  metrics = lambda s: {"loss": float(s["loss"] / s["count"]), "accuracy": float(s["correct"] / s["count"]),
+                       "num_examples": int(s["count"])}
+  if np.ndim(sums["count"]) == 0:
+    return metrics(sums)
+  return [metrics({k: v[i] for k, v in sums.items()}) for i in range(len(sums["count"]))]
 
 
-def member_batch(split, config, step: int):
-  """Training batch `step` (images, labels, the examples' indices): member k of an ensemble reads the data order
-  of seed `seed + k`."""
-  if config.ensemble_size == 1:
+def member_batch(split, config, seeds, step: int):
+  """Training batch `step` (images, labels, the examples' indices); stacked for a sweep's members (`seeds`), each
+  in the data order of its seed."""
+  if seeds is None:
     return image_data.train_batch(split, config.batch_size, config.seed, step)
-  batches = [image_data.train_batch(split, config.batch_size, config.seed + k, step)
-             for k in range(config.ensemble_size)]
+  batches = [image_data.train_batch(split, config.batch_size, int(seed), step) for seed in seeds]
   return tuple(np.stack(parts) for parts in zip(*batches))
 
 
@@ -149,7 +142,7 @@ def create_optimizer(config, model, data, steps_per_epoch: int):
   """(tx, lr_schedule). The schedule spans all epochs even when max_steps stops the run early (a smoke run sees
   the real rates). The patch-whitening kernel is frozen; its bias trains for whiten_bias_epochs (0: throughout)."""
   total = steps_per_epoch * config.num_epochs
-  lr_schedule = optim.schedule(config, total, int(config.warmup_epochs * steps_per_epoch))
+  lr_schedule = optim.schedule(config, total, config.warmup_epochs * steps_per_epoch)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), data.train.images_NHWC[:1], train=False))
   param_paths = by_path(shapes["params"])
   frozen = {path: 0 for path in cnn.FROZEN_PATHS if path in param_paths}
@@ -159,16 +152,26 @@ def create_optimizer(config, model, data, steps_per_epoch: int):
   return tx, lr_schedule
 
 
-def init_state(config, model, tx, data, mesh):
+def build(config, data, steps_per_epoch: int, values: dict | None = None):
+  """(config, model, tx, lr_schedule) of the run, or of a sweep member whose swept fields are `values` (arrays:
+  inside the vmapped init and step they are traced, so one compilation serves every member)."""
+  config = sweeps.with_values(config, values) if values else config
+  model = create_model(config, data)
+  return (config, model, *create_optimizer(config, model, data, steps_per_epoch))
+
+
+def init_state(config, data, mesh, build_fn):
   """(state, train_key, state_sharding): one seed gives the parameters and, folded with the step, every step's
-  augmentation and dropout. A patch-whitening first layer (model.whiten_kernel) is set from the training images as
-  the model sees them (normalised), the same for every seed."""
+  augmentation and dropout; a sweep's state stacks its members'. A patch-whitening first layer
+  (model.whiten_kernel) is set from the training images as the model sees them (normalised), the same for every
+  seed."""
   whiten = {}
   if k := config.model.get("whiten_kernel", 0):
     x_NHWC = (data.train.images_NHWC[:WHITENING_IMAGES] - data.mean_C) / data.std_C
     whiten = {"kernel": jnp.asarray(cnn.patch_whitening(x_NHWC, k))}
 
-  def init(seed):
+  def init(seed, values):
+    _, model, tx, _ = build_fn(values)
     init_key, train_key = jax.random.split(jax.random.key(seed))
     variables = model.init(init_key, data.train.images_NHWC[:1], train=False)
     params = variables["params"]
@@ -176,28 +179,29 @@ def init_state(config, model, tx, data, mesh):
       params = {**params, cnn.WHITEN: {**params[cnn.WHITEN], **whiten}}
     return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), variables.get("batch_stats", {})), train_key
 
-  ensemble = config.ensemble_size > 1
-  seeds = config.seed + np.arange(config.ensemble_size) if ensemble else np.int32(config.seed)
-  init = jax.vmap(init) if ensemble else init
-  state_sharding = parallel.state_shardings(mesh, jax.eval_shape(init, seeds)[0], config.param_sharding)
-  state, train_key = jax.jit(init, out_shardings=(state_sharding, parallel.replicated(mesh)))(seeds)
+  sweep = bool(sweeps.fields(config))
+  seeds, values = sweeps.member_arrays(config) if sweep else (np.int32(config.seed), {})
+  init = jax.vmap(init) if sweep else init
+  state_sharding = parallel.state_shardings(mesh, jax.eval_shape(init, seeds, values)[0], config.param_sharding)
+  state, train_key = jax.jit(init, out_shardings=(state_sharding, parallel.replicated(mesh)))(seeds, values)
   return state, train_key, state_sharding
 
 
-def jit_steps(config, model, tx, lr_schedule, data, mesh, state_sharding, steps_per_epoch: int):
+def jit_steps(config, data, mesh, state_sharding, steps_per_epoch: int, build_fn):
   """(train_jit, eval_jit): everything on the hot path inside one jit, with explicit shardings; the old state's
-  buffers are reused (donated). An ensemble's batches are (member, batch, ...): split along the batch axis.
-  train_jit(state, images, labels, key, indices) -> (state, metrics); eval_jit(state, images, labels, mask) -> sums."""
-  ensemble = config.ensemble_size > 1
-  constants = dict(model=model, mean_C=data.mean_C, std_C=data.std_C)
-  step_fn = functools.partial(train_step, tx=tx, lr_schedule=lr_schedule, config=config,
-                              steps_per_epoch=steps_per_epoch, **constants)
-  batch, replicated = parallel.batch_sharding(mesh, batch_axis=1 if ensemble else 0), parallel.replicated(mesh)
-  train_jit = jax.jit(jax.vmap(step_fn) if ensemble else step_fn,
-                      in_shardings=(state_sharding, batch, batch, replicated, batch),
+  buffers are reused (donated). A sweep's batches are (member, batch, ...): split along the batch axis.
+  train_jit(state, images, labels, key, indices, values) -> (state, metrics); eval_jit(state, images, labels,
+  mask) -> sums (one per member for a sweep)."""
+  sweep = bool(sweeps.fields(config))
+  constants = dict(mean_C=data.mean_C, std_C=data.std_C)
+  step_fn = functools.partial(train_step, build=build_fn, steps_per_epoch=steps_per_epoch, **constants)
+  batch, replicated = parallel.batch_sharding(mesh, batch_axis=1 if sweep else 0), parallel.replicated(mesh)
+  train_jit = jax.jit(jax.vmap(step_fn) if sweep else step_fn,
+                      in_shardings=(state_sharding, batch, batch, replicated, batch, replicated),
                       out_shardings=(state_sharding, replicated), donate_argnums=0)
+  eval_fn = functools.partial(eval_step, model=build_fn(None)[1], tta=config.tta, **constants)
   eval_batch = parallel.batch_sharding(mesh)
-  eval_jit = jax.jit(functools.partial(eval_step, ensemble=ensemble, tta=config.tta, **constants),
+  eval_jit = jax.jit(jax.vmap(eval_fn, in_axes=(0, None, None, None)) if sweep else eval_fn,
                      in_shardings=(state_sharding, eval_batch, eval_batch, eval_batch), out_shardings=replicated)
   return train_jit, eval_jit
 
@@ -217,17 +221,19 @@ def setup(config: ml_collections.ConfigDict, data: image_data.ImageDataset | Non
   total_steps = steps_per_epoch * config.num_epochs
   if config.max_steps:
     total_steps = min(total_steps, config.max_steps)
-  model = create_model(config, data)
-  tx, lr_schedule = create_optimizer(config, model, data, steps_per_epoch)
-  state, train_key, state_sharding = init_state(config, model, tx, data, mesh)
-  train_jit, eval_jit = jit_steps(config, model, tx, lr_schedule, data, mesh, state_sharding, steps_per_epoch)
+  build_fn = functools.partial(build, config, data, steps_per_epoch)
+  _, model, tx, lr_schedule = build_fn()
+  state, train_key, state_sharding = init_state(config, data, mesh, build_fn)
+  train_jit, eval_jit = jit_steps(config, data, mesh, state_sharding, steps_per_epoch, build_fn)
 
-  batch = parallel.batch_sharding(mesh, batch_axis=1 if config.ensemble_size > 1 else 0)
+  seeds, values = sweeps.member_arrays(config) if sweeps.fields(config) else (None, {})
+  batch = parallel.batch_sharding(mesh, batch_axis=0 if seeds is None else 1)
+  values = jax.tree.map(lambda v: parallel.to_global(v, parallel.replicated(mesh)), values)
 
   def train_fn(state, step):
-    images, labels, indices = member_batch(data.train, config, step)
+    images, labels, indices = member_batch(data.train, config, seeds, step)
     return train_jit(state, parallel.to_global(images, batch), parallel.to_global(labels, batch), train_key,
-                     parallel.to_global(indices, batch))
+                     parallel.to_global(indices, batch), values)
 
   eval_batch = parallel.batch_sharding(mesh)
   eval_fn = lambda state, *arrays: eval_jit(state, *(parallel.to_global(a, eval_batch) for a in arrays))
@@ -246,6 +252,7 @@ def setup(config: ml_collections.ConfigDict, data: image_data.ImageDataset | Non
       eval_every_steps=steps_per_epoch if data.validation else 0, best_metric="accuracy", best_mode="max",
       items_per_step=config.batch_size, rate_name="examples_per_sec", steps_per_epoch=steps_per_epoch,
       summary=f"{data.name}: {num_train:,} train / {held_out} examples, {steps_per_epoch} steps an epoch",
+      members=sweeps.members(config),
       record={"data": {"num_classes": data.num_classes, "image_shape": list(data.train.images_NHWC.shape[1:]),
                        "train_examples": num_train, **({"classes": list(data.classes)} if data.classes else {})}},
       files={"classes.json": json.dumps({"classes": list(data.classes)})} if data.classes else {},
