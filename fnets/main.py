@@ -78,6 +78,7 @@ def parse_flags(argv: list[str]) -> list[str]:
       raise ConfigError(f"{overrides[0]} needs a config: add --experiment=NAME or --config=PATH.py")
     if positional := [a for a in args if not a.startswith("-")]:
       raise ConfigError(f"unexpected argument {positional[0]!r}; flags are written --name=value (see --helpshort)")
+    sys.argv[1:] = args  # (config_flags reads its overrides from sys.argv)
     return FLAGS([argv[0], *args])
   except flags.Error as e:
     fail(str(e).splitlines()[0])
