@@ -173,7 +173,9 @@ def add_sweep(config: ml_collections.ConfigDict, args: Sequence[str]) -> ml_coll
       config.sweep = ml_collections.ConfigDict()
     for arg in args:
       name, _, text = arg.removeprefix("--config.sweep.").partition("=")
-      values = _parse(text, (get(config, name),), f"sweep.{name}")
+      default = get(config, name)
+      values = _parse(text, (default,), f"sweep.{name}")
+      values = tuple(map(float, values)) if isinstance(default, float) else values
       node = config.sweep
       *parents, leaf = name.split(".")
       for part in parents:

@@ -43,6 +43,8 @@ def check(config: ml_collections.ConfigDict) -> None:
     config_lib.fail(config, "init_from", "no such directory; give a run's workdir or WORKDIR/checkpoints/STEP")
   TASKS[config.task].check(config)
   sweeps.check(config)
+  if config.init_from and sweeps.fields(config):
+    config_lib.fail(config, "init_from", "a sweep starts its members from their seeds; drop init_from or the sweep")
   for values in sweeps.members(config):  # each member's values, as the single run it stands for
     try:
       TASKS[config.task].check(sweeps.point_config(config, values))
@@ -93,8 +95,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, fresh
   if fresh and parallel.is_primary() and (moved := runs.move_aside(workdir)):
     console.info("--fresh: the previous run in %s was moved to %s", workdir, moved)
   parallel.sync("fresh")  # no process starts before the old run is out of the way
-  layers = param_summary(task.state.params)
-  runs.start(workdir, config, task.files, {**task.record, "params": num_params(task.state.params), "layers": layers})
+  one = take(task.state, 0) if task.members else task.state  # (a sweep: each member's model)
+  layers = param_summary(one.params)
+  record = {**task.record, "params": num_params(one.params), "layers": layers}
+  runs.start(workdir, config, task.files, {**record, **({"members": task.members} if task.members else {})})
 
   checkpoints = runs.Checkpoints(workdir, config.keep_checkpoints, task.best_metric, task.best_mode)
   log = None
@@ -107,8 +111,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, fresh
     state = state or task.state
     step = step_of(state)
     log = RunLog(workdir, task.total_steps, resume_step=step, config_json=config.to_json(indent=2))
-    console.info("%s: %s parameters (%s); %s; %d steps%s; workdir %s", config.task,
-                 f"{num_params(state.params):,}", ", ".join(f"{k} {v['params']:,}" for k, v in layers.items()),
+    console.info("%s: %s parameters (%s)%s; %s; %d steps%s; workdir %s", config.task,
+                 f"{num_params(one.params):,}", ", ".join(f"{k} {v['params']:,}" for k, v in layers.items()),
+                 f", each of {len(task.members)} sweep members" if task.members else "",
                  task.summary, task.total_steps, f", resumed at step {step}" if step else "", workdir)
     members = [{"member": k, "sweep": values} for k, values in enumerate(task.members)] or None
     window, val = TrainWindow(log, task.items_per_step * len(members or [0]), task.rate_name, members), None

@@ -140,7 +140,17 @@ MALFORMED = [  # (arguments, what the one line must name)
     (["--experiment=cnn_mnist", "--config.batch_size=1.5"], "--config.batch_size=1.5: expected an int like 128"),
     (["--experiment=cnn_mnist", "--config.learning_rate=0"], "--config.learning_rate=0.0: must be > 0"),
     (["--experiment=cnn_mnist", "--config.momentum=1.5"], "--config.momentum=1.5: must be in [0, 1)"),
-    (["--experiment=cnn_mnist", "--config.ensemble_size=0"], "--config.ensemble_size=0"),
+    (["--experiment=cnn_mnist", "--config.sweep.lerning_rate=(0.1,)"], "--config.sweep.lerning_rate: the config has "
+     "no field 'lerning_rate' (did you mean 'learning_rate'?)"),
+    (["--experiment=cnn_mnist", "--config.sweep.batch_size=(64,128)"], "--config.sweep.batch_size: batch_size "
+     "changes the shapes or the structure of the compiled step, so it cannot be swept (run one job per value); "
+     "fields that can: seed, learning_rate,"),
+    (["--experiment=cnn_mnist", "--config.sweep.seed=()"], "--config.sweep.seed=(): give a tuple of one or more"),
+    (["--experiment=cnn_mnist", "--config.sweep.seed=(0,0.5)"], "--config.sweep.seed=(0,0.5): expected a tuple of int"),
+    (["--experiment=cnn_mnist", "--config.sweep.learning_rate=(0.1,-1)"], "in the sweep, at {'learning_rate': -1.0}: "
+     "--config.learning_rate=-1.0: must be > 0"),
+    (["--experiment=cnn_mnist", "--config.sweep.momentum=(0.9,)", "--config.validation_percent=0",
+      "--config.sweep.learning_rate=(0.1,0.2)"], "a sweep over hyperparameters chooses on the validation split"),
     (["--experiment=cnn_mnist", "--config.optimizer=lion"], "--config.optimizer='lion': unknown choice; choose one of: sgd, adam, adamw"),
     (["--experiment=cnn_mnist", "--config.schedule=linear"], "--config.schedule='linear': unknown choice"),
     (["--experiment=cnn_mnist", "--config.dtype=float16"], "--config.dtype='float16': unknown choice; choose one of: float32, bfloat16"),

@@ -24,11 +24,11 @@ TINY = ["--experiment=cnn_mnist", "--config.batch_size=8", "--config.num_epochs=
 TOTAL_STEPS = 96
 
 
-def popen(workdir, log_path):
+def popen(workdir, log_path, args=TINY):
   """Starts a run in the background, its output to a file (a pipe nobody reads would block it)."""
   env = {**os.environ, "PYTHONPATH": ROOT}
   log = open(log_path, "w")
-  return subprocess.Popen([sys.executable, os.path.join("tests", "mocked_launch.py"), *TINY, f"--workdir={workdir}"],
+  return subprocess.Popen([sys.executable, os.path.join("tests", "mocked_launch.py"), *args, f"--workdir={workdir}"],
                           cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
 
 

@@ -37,31 +37,6 @@ def test_training_fits_a_small_set(mock_tfds, tmp_path):
   assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
 
 
-def test_ensemble_members_are_the_runs_of_consecutive_seeds(mock_tfds, tmp_path):
-  from fnets import runs
-  ensemble, _ = run(tmp_path, "ensemble", "--config.seed=3", "--config.ensemble_size=2", "--config.max_steps=6")
-  separate = [run(tmp_path, f"seed{seed}", f"--config.seed={seed}", "--config.max_steps=6")[0] for seed in (3, 4)]
-  for k, single in enumerate(separate):
-    np.testing.assert_allclose(ensemble["member_accuracy"][k], single["accuracy"], atol=1e-6)
-    np.testing.assert_allclose(ensemble["member_loss"][k], single["loss"], rtol=1e-4)
-  assert ensemble["member_mean_accuracy"] == np.mean(ensemble["member_accuracy"])
-  # The final parameters of member k are those of the run of seed 3 + k.
-  config = config_lib.override(cnn_mnist.get_config(), ["--config.batch_size=16", "--config.max_steps=6",
-                                                        "--config.model.conv_features=(4,8)", "--config.model.pool_after=(1,)",
-                                                        "--config.model.dense_features=(16,)",
-                                                        "--config.augment=true", "--config.log_every_steps=1"])
-  like = classify.setup(config).state
-  members = runs.Checkpoints(str(tmp_path / "ensemble"), 3, "accuracy", "max")
-  stacked = members.restore(jax.tree.map(lambda x: np.stack([x, x]), like))
-  members.close()
-  for k, seed in enumerate((3, 4)):
-    single = runs.Checkpoints(str(tmp_path / f"seed{seed}"), 3, "accuracy", "max")
-    params = single.restore(like).params
-    single.close()
-    for a, b in zip(jax.tree.leaves(stacked.params), jax.tree.leaves(params)):
-      np.testing.assert_allclose(a[k], b, rtol=1e-4, atol=1e-5)
-
-
 def test_cifar_recipe_freezes_whitening_and_resumes_exactly(mock_tfds, tmp_path):
   """cnn_cifar's recipe (whitening, lookahead, bias rate, alternating flip, TTA) at small widths: the whitening
   kernel is that of the training images' patches and never moves, its bias stops after whiten_bias_epochs, and a
