@@ -63,7 +63,7 @@ def replicated(mesh) -> NamedSharding:
 
 
 def batch_sharding(mesh, batch_axis: int = 0) -> NamedSharding:
-  """Split along `batch_axis` over the devices (1 for an ensemble's (member, batch, ...) arrays)."""
+  """Split along `batch_axis` over the devices (1 to split a sweep's (member, batch, ...) arrays by batch)."""
   return NamedSharding(mesh, P(*([None] * batch_axis), DATA))
 
 
@@ -111,3 +111,69 @@ def sync(name: str) -> None:
   """Waits until every process reaches this point (a no-op with one process)."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+# --- A sweep's members (fnets/sweeps.py): spread over the devices, trained in chunks that fit in memory.
+
+def members_over_devices(mesh, num_members: int) -> bool:
+  """Whether a sweep's member axis is split over the devices (and hosts): when their count divides it. Each
+  device then trains whole members, with no collective in the step but the metrics'; otherwise every member's
+  batch is split, as a single run's."""
+  return num_members % mesh.size == 0
+
+
+def member_shardings(mesh, state):
+  """Every array of a sweep's stacked state split along its member axis."""
+  return jax.tree.map(lambda _: NamedSharding(mesh, P(DATA)), state)
+
+
+def over_members(fn, in_axes: tuple, chunk: int | None = None):
+  """`fn` mapped over the leading member axis of its arguments whose `in_axes` entry is 0 (None: shared). All at
+  once (`jax.vmap`), or `chunk` members at a time (`jax.lax.map`: a loop over chunks inside the same program,
+  whose memory for activations is that of one chunk)."""
+  if chunk is None:
+    return jax.vmap(fn, in_axes=in_axes)
+
+  def mapped(*args):
+    shared = {i: a for i, (a, axis) in enumerate(zip(args, in_axes)) if axis is None}
+
+    def one(xs):
+      xs = iter(xs)
+      return fn(*(shared[i] if i in shared else next(xs) for i in range(len(args))))
+    return jax.lax.map(one, tuple(a for i, a in enumerate(args) if i not in shared), batch_size=chunk)
+  return mapped
+
+
+def memory_budget() -> int:
+  """Bytes one device may use: its limit on an accelerator; on the CPU, the host's available memory shared by
+  its devices. A fifth is kept back (XLA's own buffers, the host's copies of the data)."""
+  device = jax.local_devices()[0]
+  stats = device.memory_stats() if device.platform != "cpu" else None
+  if stats and "bytes_limit" in stats:
+    total = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+  else:
+    with open("/proc/meminfo") as f:
+      available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    total = available // jax.local_device_count()
+  return int(0.8 * total)
+
+
+def members_per_chunk(train_jit, args, num_members: int, budget: int | None = None) -> int:
+  """How many of a sweep's members one step can train at once: all of them if the compiled step's memory
+  (XLA's analysis of `train_jit` on `args`: arguments, outputs and temporaries) fits `budget` (memory_budget()),
+  else as many as leave room for every member's state. A ConfigError if even one at a time does not fit."""
+  analysis = train_jit.lower(*args).compile().memory_analysis()
+  if analysis is None:  # (a backend without the analysis)
+    return num_members
+  budget = memory_budget() if budget is None else budget
+  fixed = analysis.argument_size_in_bytes + analysis.output_size_in_bytes - analysis.alias_size_in_bytes
+  if fixed + analysis.temp_size_in_bytes <= budget:
+    return num_members
+  per_member = analysis.temp_size_in_bytes / num_members
+  chunk = int((budget - fixed) // per_member) if budget > fixed else 0
+  if chunk < 1:
+    gib = lambda n: f"{n / 2**30:.2f} GiB"
+    raise ConfigError(f"the sweep's {num_members} members need {gib(fixed + per_member)} per device even one at a "
+                      f"time ({gib(fixed)} for their train states and batches), more than the {gib(budget)} "
+                      f"available; sweep fewer values (or fewer seeds), or use more devices or a smaller model")
+  return chunk

@@ -90,6 +90,14 @@ def member_arrays(config) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   return seeds, {n: np.array([m[n] for m in rows], np.float32) for n in fields(config) if n != "seed"}
 
 
+def placement(num_members: int, num_devices: int, over_devices: bool, chunk: int) -> str:
+  """How a sweep is laid out, for the run's first line."""
+  where = (f" over {num_devices} devices" if over_devices else f", each member's batch split over {num_devices} "
+           f"devices") if num_devices > 1 else ""
+  chunks = f", {chunk} at a time (memory)" if chunk < num_members else ""
+  return f"; a sweep of {num_members} members{where}{chunks}"
+
+
 # --- The result: statistics over seeds, the point chosen on validation.
 
 def stats(values) -> dict:

@@ -14,8 +14,10 @@ import os
 import re
 
 import nbformat
+import numpy as np
 import pytest
 from nbclient import NotebookClient
+from scipy import stats as scipy_stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = os.path.join(ROOT, "notebooks")
@@ -48,12 +50,16 @@ NOTEBOOK_CASES = {
                " 'eval_steps': column(eval_log, 'step')}"),
     "vmap_grad_recipes": dict(
         settings=dict(STEPS=6, BATCH_SIZE=16, HIDDEN=8, LEARNING_RATES=(0.01, 0.1, 0.5), ENSEMBLE_SIZE=3,
-                      NUM_EXAMPLES=16),
-        figures=5,
+                      NUM_EXAMPLES=16, SWEEP_SEEDS=(0, 1, 2), SWEEP_RATES=(0.01, 0.5), SWEEP_EPOCHS=2),
+        figures=6,
+        # (the sweep's eval rows as the run wrote them, and what the notebook drew of them)
         report="{'rate_accuracy': [float(a) for a in rate_accuracy], 'losses_shape': list(losses.shape),"
                " 'member_accuracy': [float(a) for a in member_accuracy], 'ensemble_accuracy': float(ensemble_accuracy),"
                " 'grad_check': float(grad_check), 'norms': [float(n) for n in norms],"
-               " 'saliency_shape': list(saliency_maps.shape)}"),
+               " 'saliency_shape': list(saliency_maps.shape), 'sweep': summary,"
+               " 'sweep_evals': [r for r in map(json.loads, open(os.path.join(WORKDIR, 'metrics.jsonl')))"
+               " if r['split'] == 'eval'], 'sweep_lines': [[float(y) for y in line.get_ydata()]"
+               " for line in sweep_ax.lines], 'sweep_bands': len(sweep_ax.collections)}"),
     "vanishing_gradients": dict(
         settings=dict(STEPS=4, HIDDEN=8, EMBED=4, BATCH_SIZE=4, SEQ_LEN=16, FLOW_LEN=110, FLOW_WINDOWS=4, PROMPT="a"),
         figures=2,
@@ -153,6 +159,40 @@ def check_vmap_grad_recipes(report, printed):
   assert report["grad_check"] < 1e-5
   assert len(report["norms"]) == 16 and all(finite(n) and n > 0 for n in report["norms"])
   assert report["saliency_shape"] == [8, 28, 28]
+  check_sweep(report["sweep"], report["sweep_evals"], report, printed)
+
+
+def check_sweep(summary, evals, report, printed):
+  """The fnets sweep of section 1: 2 rates × 3 seeds of mlp_mnist, 2 epochs of 4 steps (the mock's 64 train
+  images in batches of 16; its validation split also has 64), its validation curves, and the point chosen on them."""
+  assert [(p["values"], p["members"], p["seeds"]) for p in summary["points"]] == [
+      ({"learning_rate": 0.01}, [0, 1, 2], [0, 1, 2]), ({"learning_rate": 0.5}, [3, 4, 5], [0, 1, 2])]
+  assert sorted((r["member"], r["step"]) for r in evals) == [(k, step) for k in range(6) for step in (4, 8)]
+  curve = {(r["member"], r["step"]): r["accuracy"] for r in evals}
+  # Drawn: each member's curve, then its point's mean (in that order per point), and one band per point.
+  lines = report["sweep_lines"]
+  assert len(lines) == 6 + 2 and report["sweep_bands"] == 2
+  for i, point in enumerate(summary["points"]):
+    drawn = lines[4 * i:4 * i + 4]
+    assert drawn[:3] == [[curve[k, 4], curve[k, 8]] for k in point["members"]]
+    assert drawn[3] == pytest.approx([np.mean([curve[k, s] for k in point["members"]]) for s in (4, 8)], abs=1e-12)
+  # The statistics of the last evaluation, recomputed from metrics.jsonl: mean, std and Student's t interval.
+  t_975 = scipy_stats.t.ppf(0.975, 2)  # (3 seeds: 2 degrees of freedom)
+  means = []
+  for point in summary["points"]:
+    final = [curve[k, 8] for k in point["members"]]
+    stats = point["validation"]["accuracy"]
+    std = np.std(final, ddof=1)
+    assert stats["n"] == 3 and stats["mean"] == pytest.approx(np.mean(final), abs=1e-12)
+    assert stats["std"] == pytest.approx(std, abs=1e-12)
+    assert stats["ci95"] >= 0 and stats["ci95"] == pytest.approx(t_975 * std / math.sqrt(3), abs=1e-12)
+    means.append(np.mean(final))
+  # The point with the best mean validation accuracy is chosen (the first of a tie), and only its members tested.
+  assert summary["chosen"] == int(np.argmax(means)) and summary["metric"] == "accuracy"
+  test = summary["test"]["accuracy"]
+  assert test["n"] == 3 and 0.0 <= test["mean"] <= 1.0 and test["ci95"] >= 0
+  assert "sweep: 2 point(s)" in printed and f"chosen on validation: {summary['points'][summary['chosen']]['values']}" \
+      in printed
 
 
 def check_vanishing_gradients(report, printed):

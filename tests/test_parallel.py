@@ -35,6 +35,9 @@ LSTM = ["--experiment=lstm_shakespeare", "--config.max_steps=4", "--config.log_e
         "--config.sample_length=10"]
 
 
+SWEEP = CNN + ["--config.sweep.seed=(0,1)", "--config.sweep.learning_rate=(0.002,0.005)"]  # 4 members
+
+
 def env(devices: int) -> dict:
   return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
           "FNETS_MOCK_EXAMPLES": "64"}
@@ -80,6 +83,7 @@ def runs(tmp_path_factory):
       "cnn_1": (CNN, 1), "cnn_8": (CNN, 8), "long_cnn_1": (LONG_CNN, 1),
       "lstm_1": (LSTM, 1), "lstm_8_fsdp": (LSTM + ["--config.param_sharding=fsdp"], 8),
       "lstm_bf16": (LSTM + ["--config.dtype=bfloat16"], 1),
+      "sweep_1": (SWEEP, 1), "sweep_4": (SWEEP, 4), "sweep_8": (SWEEP, 8),
   }, tmp_path)
 
 
@@ -93,6 +97,18 @@ def test_cnn_on_8_devices_follows_the_1_device_run(runs):
 def test_lstm_on_8_devices_with_fsdp_follows_the_1_device_run(runs):
   assert_same_run(runs["lstm_1"], runs["lstm_8_fsdp"])
   assert records(runs["lstm_8_fsdp"], "test")[0]["num_chars"] == records(runs["lstm_1"], "test")[0]["num_chars"]
+
+
+def test_sweep_members_over_devices_follow_the_1_device_sweep(runs, tmp_path):
+  """4 members on 4 devices: each device trains one member; on 8, each member's batch is split as a single run's.
+  Every member's losses follow the 1-device sweep's."""
+  assert "a sweep of 4 members over 4 devices" in (runs["sweep_4"].parent / "sweep_4.log").read_text()
+  assert "each member's batch split over 8 devices" in (runs["sweep_8"].parent / "sweep_8.log").read_text()
+  for name in ("sweep_4", "sweep_8"):
+    for split in ("train", "eval", "test"):
+      a, b = records(runs["sweep_1"], split), records(runs[name], split)
+      assert [(r["step"], r["member"]) for r in a] == [(r["step"], r["member"]) for r in b] and a
+      np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=1e-4)
 
 
 def test_bfloat16_trains_close_to_float32(runs):

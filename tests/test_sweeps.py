@@ -151,3 +151,34 @@ def test_killed_sweep_resumes_bitwise(tmp_path):
   for a, b in zip(jax.tree.leaves(final_state(workdir)), jax.tree.leaves(final_state(reference)), strict=True):
     assert np.array_equal(a, b)
   assert json.load(open(os.path.join(workdir, "sweep.json"))) == json.load(open(os.path.join(reference, "sweep.json")))
+
+
+def test_chunk_size_from_the_compiled_steps_memory():
+  from types import SimpleNamespace
+
+  from fnets import parallel
+  from fnets.errors import ConfigError
+
+  class Step:  # what members_per_chunk reads of a jitted step: its compiled memory analysis
+    def lower(self, *args):
+      analysis = SimpleNamespace(argument_size_in_bytes=1000, output_size_in_bytes=1000, alias_size_in_bytes=900,
+                                 temp_size_in_bytes=8 * 500)  # 8 members, 500 bytes each
+      return SimpleNamespace(compile=lambda: SimpleNamespace(memory_analysis=lambda: analysis))
+
+  assert parallel.members_per_chunk(Step(), (), 8, budget=1100 + 4000) == 8
+  assert parallel.members_per_chunk(Step(), (), 8, budget=1100 + 3 * 500 + 10) == 3
+  with pytest.raises(ConfigError, match=r"the sweep's 8 members need 0.00 GiB per device even one at a time"):
+    parallel.members_per_chunk(Step(), (), 8, budget=1100 + 499)
+
+
+def test_chunked_sweep_trains_as_the_whole_sweep(mock_tfds, tmp_path, monkeypatch, capsys):
+  from fnets import parallel
+  swept = config_lib.override(cnn_mnist.get_config(), [*SMALL_CNN, "--config.max_steps=4",
+                                                       "--config.sweep.seed=(0,1,2)"])
+  whole = loop.train_and_evaluate(swept, str(tmp_path / "whole"))["eval"]
+  monkeypatch.setattr(parallel, "members_per_chunk", lambda *args, **kwargs: 2)  # 2, then the last 1
+  chunked = loop.train_and_evaluate(swept, str(tmp_path / "chunked"))["eval"]
+  assert "a sweep of 3 members, 2 at a time (memory)" in capsys.readouterr().err
+  for a, b in zip(whole, chunked, strict=True):
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=2e-5)
+    assert a["accuracy"] == b["accuracy"]

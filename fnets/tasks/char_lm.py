@@ -158,22 +158,34 @@ def init_state(config, mesh, build_fn):
   sweep = bool(sweeps.fields(config))
   seeds, values = sweeps.member_arrays(config) if sweep else (np.int32(config.seed), {})
   init = jax.vmap(init) if sweep else init
-  sharding = parallel.state_shardings(mesh, jax.eval_shape(init, seeds, values)[0], config.param_sharding)
-  rows = parallel.batch_sharding(mesh, 2 if sweep else 1)  # (member, layer, batch, hidden)
-  sharding = sharding.replace(model_state={"carry": jax.tree.map(lambda _: rows, sharding.model_state["carry"])})
+  shapes = jax.eval_shape(init, seeds, values)[0]
+  if sweep and parallel.members_over_devices(mesh, len(seeds)):
+    sharding = parallel.member_shardings(mesh, shapes)
+  else:
+    sharding = parallel.state_shardings(mesh, shapes, config.param_sharding)
+    rows = parallel.batch_sharding(mesh, 2 if sweep else 1)  # ([member,] layer, batch, hidden)
+    sharding = sharding.replace(model_state={"carry": jax.tree.map(lambda _: rows, sharding.model_state["carry"])})
   replicated = parallel.replicated(mesh)
   state, train_key, sample_key = jax.jit(init, out_shardings=(sharding, replicated, replicated))(seeds, values)
   return state, train_key, sample_key, sharding
 
 
-def jit_steps(config, mesh, state_sharding, build_fn):
+def train_batch_axis(config, mesh) -> int:
+  """The axis of the train windows split over the devices: a sweep's (member, batch, T+1) are split by member
+  when the devices divide the members, else by batch."""
+  num_members = len(sweeps.members(config))
+  return 1 if num_members and not parallel.members_over_devices(mesh, num_members) else 0
+
+
+def jit_steps(config, mesh, state_sharding, build_fn, chunk: int | None = None):
   """(train_jit, eval_jit) with explicit shardings: the state as placed by init_state, the batch split over the
   devices. train_jit(state, tokens_BxT1, first, key, values) -> (state, metrics); eval_jit(params, carry, inputs,
-  targets, mask) -> (carry, summed loss, count), one per member for a sweep."""
+  targets, mask) -> (carry, summed loss, count), one per member for a sweep (whose step maps over its members,
+  `chunk` at a time if given)."""
   sweep = bool(sweeps.fields(config))
-  batch, replicated = parallel.batch_sharding(mesh, 1 if sweep else 0), parallel.replicated(mesh)
+  batch, replicated = parallel.batch_sharding(mesh, train_batch_axis(config, mesh)), parallel.replicated(mesh)
   step_fn = functools.partial(train_step, build=build_fn)
-  train_jit = jax.jit(jax.vmap(step_fn, in_axes=(0, 0, None, 0, 0)) if sweep else step_fn,
+  train_jit = jax.jit(parallel.over_members(step_fn, (0, 0, None, 0, 0), chunk) if sweep else step_fn,
                       in_shardings=(state_sharding, batch, replicated, replicated, replicated),
                       out_shardings=(state_sharding, replicated), donate_argnums=0)
   eval_fn = functools.partial(eval_chunk, model=build_fn(None)[0])
@@ -205,17 +217,25 @@ def setup(config: ml_collections.ConfigDict, texts: dict[str, str] | None = None
   # The batch of each step follows from (seed, step), so a resumed run sees the same data; a sweep's members
   # each read their seed's windows (the epochs' first windows come at the same steps for every seed).
   seeds, values = sweeps.member_arrays(config) if sweeps.fields(config) else (None, {})
-  batch, replicated = parallel.batch_sharding(mesh, 0 if seeds is None else 1), parallel.replicated(mesh)
+  batch, replicated = parallel.batch_sharding(mesh, train_batch_axis(config, mesh)), parallel.replicated(mesh)
   values = jax.tree.map(lambda v: parallel.to_global(v, replicated), values)
   windows = lambda seed, step: text_data.stream_windows(ids["train"], config.batch_size, config.seq_len, seed, step)
 
-  def train_fn(state, step):
+  def train_args(state, step):
     if seeds is None:
       tokens, first = windows(config.seed, step)
     else:
       tokens, first = np.stack([windows(int(seed), step)[0] for seed in seeds]), windows(config.seed, step)[1]
-    return train_jit(state, parallel.to_global(tokens, batch), parallel.to_global(np.bool_(first), replicated),
-                     train_key, values)
+    return (state, parallel.to_global(tokens, batch), parallel.to_global(np.bool_(first), replicated), train_key,
+            values)
+
+  sweep_summary = ""
+  if seeds is not None:
+    chunk = parallel.members_per_chunk(train_jit, train_args(state, 0), len(seeds))
+    if chunk < len(seeds):
+      train_jit, _ = jit_steps(config, mesh, sharding, build_fn, chunk)
+    sweep_summary = sweeps.placement(len(seeds), mesh.size, train_batch_axis(config, mesh) == 0, chunk)
+  train_fn = lambda state, step: train_jit(*train_args(state, step))
 
   eval_fn = lambda params, carry, *arrays: eval_jit(params, carry, *(parallel.to_global(a, batch) for a in arrays))
   evaluate_split = lambda state, split: evaluate(eval_fn, state.params, ids[split], config.eval_streams,
@@ -234,7 +254,7 @@ def setup(config: ml_collections.ConfigDict, texts: dict[str, str] | None = None
       eval_every_steps=config.eval_every_steps, best_metric="loss", best_mode="min",
       items_per_step=config.batch_size * config.seq_len, rate_name="chars_per_sec",
       summary=f"{config.dataset}: {len(ids['train']):,} train / {len(ids['validation']):,} validation characters, "
-              f"vocabulary {len(vocab.chars)}",
+              f"vocabulary {len(vocab.chars)}{sweep_summary}",
       record={"data": {"vocab_size": len(vocab.chars), "train_characters": len(ids["train"])}},
       files={"vocab.json": json.dumps({"chars": vocab.chars})}, finish=None if seeds is not None else finish,
       members=sweeps.members(config),

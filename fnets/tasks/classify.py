@@ -182,27 +182,40 @@ def init_state(config, data, mesh, build_fn):
   sweep = bool(sweeps.fields(config))
   seeds, values = sweeps.member_arrays(config) if sweep else (np.int32(config.seed), {})
   init = jax.vmap(init) if sweep else init
-  state_sharding = parallel.state_shardings(mesh, jax.eval_shape(init, seeds, values)[0], config.param_sharding)
+  shapes = jax.eval_shape(init, seeds, values)[0]
+  if sweep and parallel.members_over_devices(mesh, len(seeds)):
+    state_sharding = parallel.member_shardings(mesh, shapes)
+  else:
+    state_sharding = parallel.state_shardings(mesh, shapes, config.param_sharding)
   state, train_key = jax.jit(init, out_shardings=(state_sharding, parallel.replicated(mesh)))(seeds, values)
   return state, train_key, state_sharding
 
 
-def jit_steps(config, data, mesh, state_sharding, steps_per_epoch: int, build_fn):
+def train_batch_axis(config, mesh) -> int:
+  """The axis of the train batches split over the devices: a sweep's (member, batch, ...) arrays are split by
+  member when the devices divide the members, else by batch."""
+  num_members = len(sweeps.members(config))
+  return 1 if num_members and not parallel.members_over_devices(mesh, num_members) else 0
+
+
+def jit_steps(config, data, mesh, state_sharding, steps_per_epoch: int, build_fn, chunk: int | None = None):
   """(train_jit, eval_jit): everything on the hot path inside one jit, with explicit shardings; the old state's
-  buffers are reused (donated). A sweep's batches are (member, batch, ...): split along the batch axis.
+  buffers are reused (donated). A sweep's step maps over its members (`chunk` at a time, if given).
   train_jit(state, images, labels, key, indices, values) -> (state, metrics); eval_jit(state, images, labels,
   mask) -> sums (one per member for a sweep)."""
   sweep = bool(sweeps.fields(config))
   constants = dict(mean_C=data.mean_C, std_C=data.std_C)
   step_fn = functools.partial(train_step, build=build_fn, steps_per_epoch=steps_per_epoch, **constants)
-  batch, replicated = parallel.batch_sharding(mesh, batch_axis=1 if sweep else 0), parallel.replicated(mesh)
-  train_jit = jax.jit(jax.vmap(step_fn) if sweep else step_fn,
+  batch, replicated = parallel.batch_sharding(mesh, train_batch_axis(config, mesh)), parallel.replicated(mesh)
+  train_jit = jax.jit(parallel.over_members(step_fn, (0,) * 6, chunk) if sweep else step_fn,
                       in_shardings=(state_sharding, batch, batch, replicated, batch, replicated),
                       out_shardings=(state_sharding, replicated), donate_argnums=0)
   eval_fn = functools.partial(eval_step, model=build_fn(None)[1], tta=config.tta, **constants)
   eval_batch = parallel.batch_sharding(mesh)
+  # (A sweep's state as it is placed: the test split evaluates the chosen point's members only.)
   eval_jit = jax.jit(jax.vmap(eval_fn, in_axes=(0, None, None, None)) if sweep else eval_fn,
-                     in_shardings=(state_sharding, eval_batch, eval_batch, eval_batch), out_shardings=replicated)
+                     in_shardings=(None if sweep else state_sharding, eval_batch, eval_batch, eval_batch),
+                     out_shardings=replicated)
   return train_jit, eval_jit
 
 
@@ -227,13 +240,19 @@ def setup(config: ml_collections.ConfigDict, data: image_data.ImageDataset | Non
   train_jit, eval_jit = jit_steps(config, data, mesh, state_sharding, steps_per_epoch, build_fn)
 
   seeds, values = sweeps.member_arrays(config) if sweeps.fields(config) else (None, {})
-  batch = parallel.batch_sharding(mesh, batch_axis=0 if seeds is None else 1)
+  batch = parallel.batch_sharding(mesh, train_batch_axis(config, mesh))
   values = jax.tree.map(lambda v: parallel.to_global(v, parallel.replicated(mesh)), values)
+  def train_args(state, step):  # (the batch follows from (seed, step): a resumed run sees the same data)
+    images, labels, indices = (parallel.to_global(a, batch) for a in member_batch(data.train, config, seeds, step))
+    return state, images, labels, train_key, indices, values
+  sweep_summary = ""
+  if seeds is not None:
+    chunk = parallel.members_per_chunk(train_jit, train_args(state, 0), len(seeds))
+    if chunk < len(seeds):
+      train_jit, _ = jit_steps(config, data, mesh, state_sharding, steps_per_epoch, build_fn, chunk)
+    sweep_summary = sweeps.placement(len(seeds), mesh.size, train_batch_axis(config, mesh) == 0, chunk)
 
-  def train_fn(state, step):
-    images, labels, indices = member_batch(data.train, config, seeds, step)
-    return train_jit(state, parallel.to_global(images, batch), parallel.to_global(labels, batch), train_key,
-                     parallel.to_global(indices, batch), values)
+  train_fn = lambda state, step: train_jit(*train_args(state, step))
 
   eval_batch = parallel.batch_sharding(mesh)
   eval_fn = lambda state, *arrays: eval_jit(state, *(parallel.to_global(a, eval_batch) for a in arrays))
@@ -251,7 +270,8 @@ def setup(config: ml_collections.ConfigDict, data: image_data.ImageDataset | Non
       state=state, train_step=train_fn, evaluate=evaluate_split, total_steps=total_steps,
       eval_every_steps=steps_per_epoch if data.validation else 0, best_metric="accuracy", best_mode="max",
       items_per_step=config.batch_size, rate_name="examples_per_sec", steps_per_epoch=steps_per_epoch,
-      summary=f"{data.name}: {num_train:,} train / {held_out} examples, {steps_per_epoch} steps an epoch",
+      summary=f"{data.name}: {num_train:,} train / {held_out} examples, {steps_per_epoch} steps an epoch"
+              f"{sweep_summary}",
       members=sweeps.members(config),
       record={"data": {"num_classes": data.num_classes, "image_shape": list(data.train.images_NHWC.shape[1:]),
                        "train_examples": num_train, **({"classes": list(data.classes)} if data.classes else {})}},
