@@ -182,3 +182,16 @@ def test_chunked_sweep_trains_as_the_whole_sweep(mock_tfds, tmp_path, monkeypatc
   for a, b in zip(whole, chunked, strict=True):
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=2e-5)
     assert a["accuracy"] == b["accuracy"]
+
+
+def test_one_compiled_step_serves_every_value(mock_tfds):
+  """The swept values are arguments of the step, not constants in it: sweeps of other values (of the same grid
+  shape) lower to the same program, so the compile cache serves them."""
+  from fnets.tasks import classify
+  programs = []
+  for rates, momenta in (("(0.01,0.1)", "(0.5,)"), ("(0.2,0.3)", "(0.9,)")):
+    config = config_lib.override(cnn_mnist.get_config(), [*SMALL_CNN, f"--config.sweep.learning_rate={rates}",
+                                                           f"--config.sweep.momentum={momenta}"])
+    task = classify.setup(config)
+    programs.append(task.context["train_jit"].lower(*task.context["train_args"](task.state, 0)).as_text())
+  assert programs[0] == programs[1]

@@ -259,4 +259,4 @@ def setup(config: ml_collections.ConfigDict, texts: dict[str, str] | None = None
       files={"vocab.json": json.dumps({"chars": vocab.chars})}, finish=None if seeds is not None else finish,
       members=sweeps.members(config),
       context=dict(vocab=vocab, ids=ids, model=model, mesh=mesh, tx=tx, lr_schedule=lr_schedule,
-                   train_jit=train_jit, eval_jit=eval_jit, train_key=train_key))
+                   train_jit=train_jit, eval_jit=eval_jit, train_key=train_key, train_args=train_args))

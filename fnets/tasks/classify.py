@@ -277,4 +277,4 @@ def setup(config: ml_collections.ConfigDict, data: image_data.ImageDataset | Non
                        "train_examples": num_train, **({"classes": list(data.classes)} if data.classes else {})}},
       files={"classes.json": json.dumps({"classes": list(data.classes)})} if data.classes else {},
       context=dict(data=data, model=model, mesh=mesh, tx=tx, lr_schedule=lr_schedule, train_jit=train_jit,
-                   eval_jit=eval_jit, train_key=train_key))
+                   eval_jit=eval_jit, train_key=train_key, train_args=train_args))
