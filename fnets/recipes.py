@@ -6,8 +6,8 @@
   gradient_flow       ‖∂L/∂h_t‖ against t for the LSTM or the vanilla RNN: vanishing gradients, shown
   lstm_trace          the LSTM's gates (f, i, g, o) and cell state over a sequence
   hvp, sharpness      Hessian-vector products, and the top Hessian eigenvalue by power iteration
-Ensembles of K models trained in one jitted step are `--config.ensemble_size=K` of the image experiments
-(`fnets/tasks/classify.py`), built on `jax.vmap` over the parameter axis.
+Seeds and hyperparameters of a whole experiment trained in one jitted step are a sweep of its config
+(`--config.sweep.seed=(0,1,2) --config.sweep.learning_rate=(0.01,0.1)`, fnets/sweeps.py).
 """
 
 from collections.abc import Callable
