@@ -57,6 +57,12 @@ def members(config) -> list[dict]:
   return [dict(zip(names, values)) for values in grid]
 
 
+def num_points(config) -> int:
+  """Points of the grid: combinations of the swept values but the seed's (0 without a sweep)."""
+  sizes = [len(config_lib.get(config.sweep, n)) for n in fields(config) if n != "seed"]
+  return int(np.prod(sizes)) if fields(config) else 0
+
+
 def point_config(config, values: dict) -> ml_collections.ConfigDict:
   """The config of the single run a member stands for: `values` set, no sweep."""
   out = ml_collections.ConfigDict(config.to_dict())

@@ -37,7 +37,7 @@ def check(config) -> None:
   config_lib.require(config, "[0,1)", "label_smoothing")
   for module in (image_data, models, optim, parallel):
     module.check(config)
-  if config.validation_percent == 0 and len(sweeps.summarize(config, None, "", "")["points"]) > 1:
+  if config.validation_percent == 0 and sweeps.num_points(config) > 1:
     raise ConfigError("a sweep over hyperparameters chooses on the validation split, and "
                       "--config.validation_percent=0 leaves none; hold out some (e.g. 10) or sweep the seed only")
 
