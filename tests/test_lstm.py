@@ -252,7 +252,7 @@ def test_truncated_bptt_step_continues_the_stream(cell):
   tx = optax.sgd(0.0)  # the params stay, so both steps see the same model
   carry = jax.tree.map(jnp.zeros_like, model.apply({"params": params}, tokens[:, :4])[1])
   state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {"carry": carry})
-  step = jax.jit(functools.partial(char_lm.train_step, model=model, tx=tx, lr_schedule=lambda s: 0.0))
+  step = jax.jit(lambda *args: char_lm.train_step(*args, {}, build=lambda values: (model, tx, lambda s: 0.0)))
   state, _ = step(state, tokens[:, :5], True, jax.random.key(2))
   continued, metrics = step(state, tokens[:, 4:], False, jax.random.key(2))
   logits = model.apply({"params": params}, tokens[:, :-1])[0]
