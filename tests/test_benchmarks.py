@@ -90,7 +90,7 @@ def test_data_parallel():
 
 
 def test_sweep_speed():
-  """The LM (with torch's column where it is installed) and one image model; the peak-RSS children of the MLP.."""
+  """The LM (with torch's column where it is installed) and one image model; then the peak-RSS children of the MLP."""
   out = bench("sweep_speed.py", "--smoke")
   for name in ("lm (fused)", "mlp_mnist"):
     assert re.search(re.escape(name) + r" +sweep / sequential [\d.]+x", out), out
