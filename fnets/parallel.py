@@ -14,6 +14,7 @@ process 0 writes logs and files.
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
@@ -128,20 +129,29 @@ def member_shardings(mesh, state):
 
 
 def over_members(fn, in_axes: tuple, chunk: int | None = None):
-  """`fn` mapped over the leading member axis of its arguments whose `in_axes` entry is 0 (None: shared). All at
-  once (`jax.vmap`), or `chunk` members at a time (`jax.lax.map`: a loop over chunks inside the same program,
-  whose memory for activations is that of one chunk)."""
+  """`fn(state, *args) -> (state, aux)` mapped over the leading member axis of the arguments whose `in_axes`
+  entry is 0 (None: shared by all). All at once (`jax.vmap`), or `chunk` members at a time (it divides their
+  count): a loop inside the same program that writes each chunk's new state into the stacked state in place, so
+  the memory for activations is one chunk's and the state is not copied."""
+  batched = jax.vmap(fn, in_axes=in_axes)
   if chunk is None:
-    return jax.vmap(fn, in_axes=in_axes)
+    return batched
 
-  def mapped(*args):
-    shared = {i: a for i, (a, axis) in enumerate(zip(args, in_axes)) if axis is None}
+  def looped(state, *args):
+    num_members = jax.tree.leaves(state)[0].shape[0]
+    axes = in_axes[1:]
+    part = lambda tree, i: jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, i * chunk, chunk), tree)
+    chunk_args = lambda i: [a if axis is None else part(a, i) for a, axis in zip(args, axes)]
+    aux_shapes = jax.eval_shape(batched, part(state, 0), *chunk_args(0))[1]
+    aux = jax.tree.map(lambda s: jnp.zeros((num_members, *s.shape[1:]), s.dtype), aux_shapes)
 
-    def one(xs):
-      xs = iter(xs)
-      return fn(*(shared[i] if i in shared else next(xs) for i in range(len(args))))
-    return jax.lax.map(one, tuple(a for i, a in enumerate(args) if i not in shared), batch_size=chunk)
-  return mapped
+    def body(i, carry):
+      state, aux = carry
+      new_state, new_aux = batched(part(state, i), *chunk_args(i))
+      put = lambda full, x: jax.lax.dynamic_update_slice_in_dim(full, x, i * chunk, 0)
+      return jax.tree.map(put, state, new_state), jax.tree.map(put, aux, new_aux)
+    return jax.lax.fori_loop(0, num_members // chunk, body, (state, aux))
+  return looped
 
 
 def memory_budget() -> int:
@@ -158,19 +168,40 @@ def memory_budget() -> int:
   return int(0.8 * total)
 
 
-def members_per_chunk(train_jit, args, num_members: int, budget: int | None = None) -> int:
-  """How many of a sweep's members one step can train at once: all of them if the compiled step's memory
-  (XLA's analysis of `train_jit` on `args`: arguments, outputs and temporaries) fits `budget` (memory_budget()),
-  else as many as leave room for every member's state. A ConfigError if even one at a time does not fit."""
+def cpu_cache_bytes() -> int | None:
+  """The last-level cache of the first CPU (Linux), or None."""
+  path = "/sys/devices/system/cpu/cpu0/cache/index3/size"
+  try:
+    with open(path) as f:
+      size = f.read().strip()
+    return int(size[:-1]) * {"K": 2**10, "M": 2**20}[size[-1]]
+  except (OSError, ValueError, KeyError):
+    return None
+
+
+def members_per_chunk(train_jit, args, num_members: int, budget: int | None = None,
+                      cache: int | None = None) -> int:
+  """How many of a sweep's members one step trains at once: all of them if the compiled step's memory (XLA's
+  analysis of `train_jit` on `args`: arguments, outputs and temporaries) fits `budget` (memory_budget()), else as
+  many as leave room for every member's state; a ConfigError if even one at a time does not fit. On a CPU (with
+  `cache`: its last-level cache), as many as keep a chunk's temporaries within the cache if that is at least 2:
+  the step is bound by memory traffic there (8 small LSTM members at once ran at 0.64× the speed of 8 runs one
+  after another, 2 at a time at 0.86×), while one at a time is a loop whose outputs are copies (the MLP's fell
+  to 0.52×; benchmarks/README.md)."""
   analysis = train_jit.lower(*args).compile().memory_analysis()
   if analysis is None:  # (a backend without the analysis)
     return num_members
   budget = memory_budget() if budget is None else budget
+  if cache is None and jax.default_backend() == "cpu":
+    cache = cpu_cache_bytes()
   fixed = analysis.argument_size_in_bytes + analysis.output_size_in_bytes - analysis.alias_size_in_bytes
+  per_member = analysis.temp_size_in_bytes / num_members
+  if cache and 2 * per_member <= cache:
+    budget = min(budget, fixed + cache)
   if fixed + analysis.temp_size_in_bytes <= budget:
     return num_members
-  per_member = analysis.temp_size_in_bytes / num_members
   chunk = int((budget - fixed) // per_member) if budget > fixed else 0
+  chunk = max([d for d in range(1, chunk + 1) if num_members % d == 0], default=0)  # (equal chunks)
   if chunk < 1:
     gib = lambda n: f"{n / 2**30:.2f} GiB"
     raise ConfigError(f"the sweep's {num_members} members need {gib(fixed + per_member)} per device even one at a "

@@ -166,7 +166,7 @@ def test_chunk_size_from_the_compiled_steps_memory():
       return SimpleNamespace(compile=lambda: SimpleNamespace(memory_analysis=lambda: analysis))
 
   assert parallel.members_per_chunk(Step(), (), 8, budget=1100 + 4000) == 8
-  assert parallel.members_per_chunk(Step(), (), 8, budget=1100 + 3 * 500 + 10) == 3
+  assert parallel.members_per_chunk(Step(), (), 8, budget=1100 + 3 * 500 + 10) == 2  # (a divisor of 8)
   with pytest.raises(ConfigError, match=r"the sweep's 8 members need 0.00 GiB per device even one at a time"):
     parallel.members_per_chunk(Step(), (), 8, budget=1100 + 499)
 
@@ -174,11 +174,11 @@ def test_chunk_size_from_the_compiled_steps_memory():
 def test_chunked_sweep_trains_as_the_whole_sweep(mock_tfds, tmp_path, monkeypatch, capsys):
   from fnets import parallel
   swept = config_lib.override(cnn_mnist.get_config(), [*SMALL_CNN, "--config.max_steps=4",
-                                                       "--config.sweep.seed=(0,1,2)"])
+                                                       "--config.sweep.seed=(0,1,2,3)"])
   whole = loop.train_and_evaluate(swept, str(tmp_path / "whole"))["eval"]
-  monkeypatch.setattr(parallel, "members_per_chunk", lambda *args, **kwargs: 2)  # 2, then the last 1
+  monkeypatch.setattr(parallel, "members_per_chunk", lambda *args, **kwargs: 2)
   chunked = loop.train_and_evaluate(swept, str(tmp_path / "chunked"))["eval"]
-  assert "a sweep of 3 members, 2 at a time (memory)" in capsys.readouterr().err
+  assert "a sweep of 4 members, 2 at a time (memory)" in capsys.readouterr().err
   for a, b in zip(whole, chunked, strict=True):
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=2e-5)
     assert a["accuracy"] == b["accuracy"]
