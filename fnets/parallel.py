@@ -183,11 +183,13 @@ def members_per_chunk(train_jit, args, num_members: int, budget: int | None = No
                       cache: int | None = None) -> int:
   """How many of a sweep's members one step trains at once: all of them if the compiled step's memory (XLA's
   analysis of `train_jit` on `args`: arguments, outputs and temporaries) fits `budget` (memory_budget()), else as
-  many as leave room for every member's state; a ConfigError if even one at a time does not fit. On a CPU (with
-  `cache`: its last-level cache), as many as keep a chunk's temporaries within the cache if that is at least 2:
-  the step is bound by memory traffic there (8 small LSTM members at once ran at 0.64× the speed of 8 runs one
-  after another, 2 at a time at 0.86×), while one at a time is a loop whose outputs are copies (the MLP's fell
-  to 0.52×; benchmarks/README.md)."""
+  many as leave room for every member's state; a ConfigError if even one at a time does not fit.
+
+  On a CPU (`cache`: its last-level cache), a step whose members' temporaries outweigh their state takes as many
+  at a time as keep those temporaries within the cache, if that is at least 2: the step is bound by memory
+  traffic there. 8 members of the small LSTM language model ran at 0.64× the speed of their 8 runs one after
+  another all at once, 0.87× two at a time; the MLP, whose state outweighs its activations, fell from 0.76× to
+  0.49× in chunks (benchmarks/README.md)."""
   analysis = train_jit.lower(*args).compile().memory_analysis()
   if analysis is None:  # (a backend without the analysis)
     return num_members
@@ -196,7 +198,7 @@ def members_per_chunk(train_jit, args, num_members: int, budget: int | None = No
     cache = cpu_cache_bytes()
   fixed = analysis.argument_size_in_bytes + analysis.output_size_in_bytes - analysis.alias_size_in_bytes
   per_member = analysis.temp_size_in_bytes / num_members
-  if cache and 2 * per_member <= cache:
+  if cache and analysis.argument_size_in_bytes / num_members < per_member <= cache / 2:
     budget = min(budget, fixed + cache)
   if fixed + analysis.temp_size_in_bytes <= budget:
     return num_members

@@ -167,6 +167,9 @@ def test_chunk_size_from_the_compiled_steps_memory():
 
   assert parallel.members_per_chunk(Step(), (), 8, budget=1100 + 4000) == 8
   assert parallel.members_per_chunk(Step(), (), 8, budget=1100 + 3 * 500 + 10) == 2  # (a divisor of 8)
+  # On a CPU: members whose temporaries outweigh their state, as many as fit the cache (if at least 2).
+  assert parallel.members_per_chunk(Step(), (), 8, budget=10**9, cache=1000) == 2
+  assert parallel.members_per_chunk(Step(), (), 8, budget=10**9, cache=999) == 8
   with pytest.raises(ConfigError, match=r"the sweep's 8 members need 0.00 GiB per device even one at a time"):
     parallel.members_per_chunk(Step(), (), 8, budget=1100 + 499)
 
