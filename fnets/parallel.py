@@ -198,15 +198,15 @@ def members_per_chunk(train_jit, args, num_members: int, budget: int | None = No
     cache = cpu_cache_bytes()
   fixed = analysis.argument_size_in_bytes + analysis.output_size_in_bytes - analysis.alias_size_in_bytes
   per_member = analysis.temp_size_in_bytes / num_members
-  if cache and analysis.argument_size_in_bytes / num_members < per_member <= cache / 2:
-    budget = min(budget, fixed + cache)
-  if fixed + analysis.temp_size_in_bytes <= budget:
-    return num_members
-  chunk = int((budget - fixed) // per_member) if budget > fixed else 0
-  chunk = max([d for d in range(1, chunk + 1) if num_members % d == 0], default=0)  # (equal chunks)
+  # (Equal chunks: the largest divisor of the member count that fits.)
+  largest = lambda limit: max([d for d in range(1, num_members + 1) if num_members % d == 0 and d <= limit],
+                              default=0)
+  chunk = largest((budget - fixed) / per_member if per_member else num_members) if budget >= fixed else 0
   if chunk < 1:
     gib = lambda n: f"{n / 2**30:.2f} GiB"
     raise ConfigError(f"the sweep's {num_members} members need {gib(fixed + per_member)} per device even one at a "
                       f"time ({gib(fixed)} for their train states and batches), more than the {gib(budget)} "
                       f"available; sweep fewer values (or fewer seeds), or use more devices or a smaller model")
+  if cache and analysis.argument_size_in_bytes / num_members < per_member and largest(cache / per_member) >= 2:
+    chunk = min(chunk, largest(cache / per_member))
   return chunk

@@ -100,7 +100,7 @@ def placement(num_members: int, num_devices: int, over_devices: bool, chunk: int
   """How a sweep is laid out, for the run's first line."""
   where = (f" over {num_devices} devices" if over_devices else f", each member's batch split over {num_devices} "
            f"devices") if num_devices > 1 else ""
-  chunks = f", {chunk} at a time (memory)" if chunk < num_members else ""
+  chunks = f", {chunk} at a time" if chunk < num_members else ""
   return f"; a sweep of {num_members} members{where}{chunks}"
 
 

@@ -181,7 +181,7 @@ def test_chunked_sweep_trains_as_the_whole_sweep(mock_tfds, tmp_path, monkeypatc
   whole = loop.train_and_evaluate(swept, str(tmp_path / "whole"))["eval"]
   monkeypatch.setattr(parallel, "members_per_chunk", lambda *args, **kwargs: 2)
   chunked = loop.train_and_evaluate(swept, str(tmp_path / "chunked"))["eval"]
-  assert "a sweep of 4 members, 2 at a time (memory)" in capsys.readouterr().err
+  assert "a sweep of 4 members, 2 at a time" in capsys.readouterr().err
   for a, b in zip(whole, chunked, strict=True):
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=2e-5)
     assert a["accuracy"] == b["accuracy"]
