@@ -123,6 +123,12 @@ def members_over_devices(mesh, num_members: int) -> bool:
   return num_members % mesh.size == 0
 
 
+def member_batch_axis(mesh, num_members: int) -> int:
+  """The axis of a step's batches split over the devices: a sweep's (member, batch, ...) arrays are split by
+  member when the devices divide the members, else by batch (1); a single run's (num_members 0) by batch (0)."""
+  return 1 if num_members and not members_over_devices(mesh, num_members) else 0
+
+
 def member_shardings(mesh, state):
   """Every array of a sweep's stacked state split along its member axis."""
   return jax.tree.map(lambda _: NamedSharding(mesh, P(DATA)), state)
@@ -210,3 +216,10 @@ def members_per_chunk(train_jit, args, num_members: int, budget: int | None = No
   if cache and analysis.argument_size_in_bytes / num_members < per_member and largest(cache / per_member) >= 2:
     chunk = min(chunk, largest(cache / per_member))
   return chunk
+
+
+def fit_members(train_jit, args, num_members: int, rebuild):
+  """(step, members at a time): `train_jit` if all of a sweep's members fit at once (members_per_chunk on the
+  step's `args`), else `rebuild(chunk)`, the step that trains `chunk` at a time."""
+  chunk = members_per_chunk(train_jit, args, num_members)
+  return (train_jit if chunk == num_members else rebuild(chunk)), chunk

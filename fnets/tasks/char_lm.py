@@ -170,20 +170,14 @@ def init_state(config, mesh, build_fn):
   return state, train_key, sample_key, sharding
 
 
-def train_batch_axis(config, mesh) -> int:
-  """The axis of the train windows split over the devices: a sweep's (member, batch, T+1) are split by member
-  when the devices divide the members, else by batch."""
-  num_members = len(sweeps.members(config))
-  return 1 if num_members and not parallel.members_over_devices(mesh, num_members) else 0
-
-
 def jit_steps(config, mesh, state_sharding, build_fn, chunk: int | None = None):
   """(train_jit, eval_jit) with explicit shardings: the state as placed by init_state, the batch split over the
   devices. train_jit(state, tokens_BxT1, first, key, values) -> (state, metrics); eval_jit(params, carry, inputs,
   targets, mask) -> (carry, summed loss, count), one per member for a sweep (whose step maps over its members,
   `chunk` at a time if given)."""
   sweep = bool(sweeps.fields(config))
-  batch, replicated = parallel.batch_sharding(mesh, train_batch_axis(config, mesh)), parallel.replicated(mesh)
+  batch_axis = parallel.member_batch_axis(mesh, len(sweeps.members(config)))
+  batch, replicated = parallel.batch_sharding(mesh, batch_axis), parallel.replicated(mesh)
   step_fn = functools.partial(train_step, build=build_fn)
   train_jit = jax.jit(parallel.over_members(step_fn, (0, 0, None, 0, 0), chunk) if sweep else step_fn,
                       in_shardings=(state_sharding, batch, replicated, replicated, replicated),
@@ -217,7 +211,8 @@ def setup(config: ml_collections.ConfigDict, texts: dict[str, str] | None = None
   # The batch of each step follows from (seed, step), so a resumed run sees the same data; a sweep's members
   # each read their seed's windows (the epochs' first windows come at the same steps for every seed).
   seeds, values = sweeps.member_arrays(config) if sweeps.fields(config) else (None, {})
-  batch, replicated = parallel.batch_sharding(mesh, train_batch_axis(config, mesh)), parallel.replicated(mesh)
+  batch_axis = parallel.member_batch_axis(mesh, len(sweeps.members(config)))
+  batch, replicated = parallel.batch_sharding(mesh, batch_axis), parallel.replicated(mesh)
   values = jax.tree.map(lambda v: parallel.to_global(v, replicated), values)
   windows = lambda seed, step: text_data.stream_windows(ids["train"], config.batch_size, config.seq_len, seed, step)
 
@@ -231,10 +226,9 @@ def setup(config: ml_collections.ConfigDict, texts: dict[str, str] | None = None
 
   sweep_summary = ""
   if seeds is not None:
-    chunk = parallel.members_per_chunk(train_jit, train_args(state, 0), len(seeds))
-    if chunk < len(seeds):
-      train_jit, _ = jit_steps(config, mesh, sharding, build_fn, chunk)
-    sweep_summary = sweeps.placement(len(seeds), mesh.size, train_batch_axis(config, mesh) == 0, chunk)
+    rebuild = lambda chunk: jit_steps(config, mesh, sharding, build_fn, chunk)[0]
+    train_jit, chunk = parallel.fit_members(train_jit, train_args(state, 0), len(seeds), rebuild)
+    sweep_summary = sweeps.placement(len(seeds), mesh.size, batch_axis == 0, chunk)
   train_fn = lambda state, step: train_jit(*train_args(state, step))
 
   eval_fn = lambda params, carry, *arrays: eval_jit(params, carry, *(parallel.to_global(a, batch) for a in arrays))

@@ -191,13 +191,6 @@ def init_state(config, data, mesh, build_fn):
   return state, train_key, state_sharding
 
 
-def train_batch_axis(config, mesh) -> int:
-  """The axis of the train batches split over the devices: a sweep's (member, batch, ...) arrays are split by
-  member when the devices divide the members, else by batch."""
-  num_members = len(sweeps.members(config))
-  return 1 if num_members and not parallel.members_over_devices(mesh, num_members) else 0
-
-
 def jit_steps(config, data, mesh, state_sharding, steps_per_epoch: int, build_fn, chunk: int | None = None):
   """(train_jit, eval_jit): everything on the hot path inside one jit, with explicit shardings; the old state's
   buffers are reused (donated). A sweep's step maps over its members (`chunk` at a time, if given).
@@ -206,7 +199,8 @@ def jit_steps(config, data, mesh, state_sharding, steps_per_epoch: int, build_fn
   sweep = bool(sweeps.fields(config))
   constants = dict(mean_C=data.mean_C, std_C=data.std_C)
   step_fn = functools.partial(train_step, build=build_fn, steps_per_epoch=steps_per_epoch, **constants)
-  batch, replicated = parallel.batch_sharding(mesh, train_batch_axis(config, mesh)), parallel.replicated(mesh)
+  batch_axis = parallel.member_batch_axis(mesh, len(sweeps.members(config)))
+  batch, replicated = parallel.batch_sharding(mesh, batch_axis), parallel.replicated(mesh)
   train_jit = jax.jit(parallel.over_members(step_fn, (0,) * 6, chunk) if sweep else step_fn,
                       in_shardings=(state_sharding, batch, batch, replicated, batch, replicated),
                       out_shardings=(state_sharding, replicated), donate_argnums=0)
@@ -240,17 +234,18 @@ def setup(config: ml_collections.ConfigDict, data: image_data.ImageDataset | Non
   train_jit, eval_jit = jit_steps(config, data, mesh, state_sharding, steps_per_epoch, build_fn)
 
   seeds, values = sweeps.member_arrays(config) if sweeps.fields(config) else (None, {})
-  batch = parallel.batch_sharding(mesh, train_batch_axis(config, mesh))
+  batch_axis = parallel.member_batch_axis(mesh, len(sweeps.members(config)))
+  batch = parallel.batch_sharding(mesh, batch_axis)
   values = jax.tree.map(lambda v: parallel.to_global(v, parallel.replicated(mesh)), values)
+
   def train_args(state, step):  # (the batch follows from (seed, step): a resumed run sees the same data)
     images, labels, indices = (parallel.to_global(a, batch) for a in member_batch(data.train, config, seeds, step))
     return state, images, labels, train_key, indices, values
   sweep_summary = ""
   if seeds is not None:
-    chunk = parallel.members_per_chunk(train_jit, train_args(state, 0), len(seeds))
-    if chunk < len(seeds):
-      train_jit, _ = jit_steps(config, data, mesh, state_sharding, steps_per_epoch, build_fn, chunk)
-    sweep_summary = sweeps.placement(len(seeds), mesh.size, train_batch_axis(config, mesh) == 0, chunk)
+    rebuild = lambda chunk: jit_steps(config, data, mesh, state_sharding, steps_per_epoch, build_fn, chunk)[0]
+    train_jit, chunk = parallel.fit_members(train_jit, train_args(state, 0), len(seeds), rebuild)
+    sweep_summary = sweeps.placement(len(seeds), mesh.size, batch_axis == 0, chunk)
 
   train_fn = lambda state, step: train_jit(*train_args(state, step))
 
