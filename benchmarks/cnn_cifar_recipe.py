@@ -29,7 +29,7 @@ import fnets  # noqa: F401  (XLA flags before JAX starts)
 import jax
 import numpy as np
 
-from fnets import parallel, runs
+from fnets import runs
 from fnets.data import images
 from fnets.experiments import cnn_cifar
 from fnets.tasks import classify
@@ -49,11 +49,9 @@ def build(config, num_images: int, test_flops: bool = True):
   image, test FLOPs per image or None)."""
   task = classify.setup(config, data=random_data(num_images))
   ctx, B = task.context, config.batch_size
-  batch = jax.device_put(images.train_batch(ctx["data"].train, B, config.seed, 0),
-                         parallel.batch_sharding(ctx["mesh"]))
-  args = (batch[0], batch[1], ctx["train_key"], batch[2])
+  args = ctx["train_args"](task.state, 0)[1:]  # (step 0's batch, on the devices; the key; no swept values)
   train = ctx["train_jit"].lower(task.state, *args).compile()
-  test = test_flops and ctx["eval_jit"].lower(task.state, *batch[:2], np.ones(B, bool)).compile()
+  test = test_flops and ctx["eval_jit"].lower(task.state, *args[:2], np.ones(B, bool)).compile()
   return task, train, args, train.cost_analysis()["flops"] / B, test and test.cost_analysis()["flops"] / B
 
 

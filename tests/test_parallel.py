@@ -35,7 +35,9 @@ LSTM = ["--experiment=lstm_shakespeare", "--config.max_steps=4", "--config.log_e
         "--config.sample_length=10"]
 
 
-SWEEP = CNN + ["--config.sweep.seed=(0,1)", "--config.sweep.learning_rate=(0.002,0.005)"]  # 4 members
+SWEEP = CNN + ["--config.model.conv_features=(4,8)", "--config.model.pool_after=(1,)",
+               "--config.model.dense_features=(16,)", "--config.sweep.seed=(0,1)",
+               "--config.sweep.learning_rate=(0.002,0.005)"]  # 4 members of a small CNN
 
 
 def env(devices: int) -> dict:
