@@ -134,6 +134,18 @@ def member_shardings(mesh, state):
   return jax.tree.map(lambda _: NamedSharding(mesh, P(DATA)), state)
 
 
+def member_init(init, seeds, values, mesh, mode: str):
+  """(init, the shardings of the state it makes, whether members are split over the devices) for a run (`seeds` a
+  scalar) or a sweep (`init` vmapped over `seeds` and `values`): a sweep's member axis is split over the devices
+  when they divide it, else the state is placed as a run's (`state_shardings`)."""
+  sweep = np.ndim(seeds) > 0
+  init = jax.vmap(init) if sweep else init
+  shapes = jax.eval_shape(init, seeds, values)[0]
+  if sweep and members_over_devices(mesh, len(seeds)):
+    return init, member_shardings(mesh, shapes), True
+  return init, state_shardings(mesh, shapes, mode), False
+
+
 def over_members(fn, in_axes: tuple, chunk: int | None = None):
   """`fn(state, *args) -> (state, aux)` mapped over the leading member axis of the arguments whose `in_axes`
   entry is 0 (None: shared by all). All at once (`jax.vmap`), or `chunk` members at a time (it divides their

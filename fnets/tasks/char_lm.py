@@ -155,15 +155,10 @@ def init_state(config, mesh, build_fn):
     carry = jax.tree.map(jnp.zeros_like, model.apply({"params": params}, tokens_BxT)[1])
     return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {"carry": carry}), train_key, sample_key
 
-  sweep = bool(sweeps.fields(config))
-  seeds, values = sweeps.member_arrays(config) if sweep else (np.int32(config.seed), {})
-  init = jax.vmap(init) if sweep else init
-  shapes = jax.eval_shape(init, seeds, values)[0]
-  if sweep and parallel.members_over_devices(mesh, len(seeds)):
-    sharding = parallel.member_shardings(mesh, shapes)
-  else:
-    sharding = parallel.state_shardings(mesh, shapes, config.param_sharding)
-    rows = parallel.batch_sharding(mesh, 2 if sweep else 1)  # ([member,] layer, batch, hidden)
+  seeds, values = sweeps.member_arrays(config) if sweeps.fields(config) else (np.int32(config.seed), {})
+  init, sharding, over_devices = parallel.member_init(init, seeds, values, mesh, config.param_sharding)
+  if not over_devices:
+    rows = parallel.batch_sharding(mesh, 1 + np.ndim(seeds))  # ([member,] layer, batch, hidden)
     sharding = sharding.replace(model_state={"carry": jax.tree.map(lambda _: rows, sharding.model_state["carry"])})
   replicated = parallel.replicated(mesh)
   state, train_key, sample_key = jax.jit(init, out_shardings=(sharding, replicated, replicated))(seeds, values)

@@ -179,14 +179,8 @@ def init_state(config, data, mesh, build_fn):
       params = {**params, cnn.WHITEN: {**params[cnn.WHITEN], **whiten}}
     return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), variables.get("batch_stats", {})), train_key
 
-  sweep = bool(sweeps.fields(config))
-  seeds, values = sweeps.member_arrays(config) if sweep else (np.int32(config.seed), {})
-  init = jax.vmap(init) if sweep else init
-  shapes = jax.eval_shape(init, seeds, values)[0]
-  if sweep and parallel.members_over_devices(mesh, len(seeds)):
-    state_sharding = parallel.member_shardings(mesh, shapes)
-  else:
-    state_sharding = parallel.state_shardings(mesh, shapes, config.param_sharding)
+  seeds, values = sweeps.member_arrays(config) if sweeps.fields(config) else (np.int32(config.seed), {})
+  init, state_sharding, _ = parallel.member_init(init, seeds, values, mesh, config.param_sharding)
   state, train_key = jax.jit(init, out_shardings=(state_sharding, parallel.replicated(mesh)))(seeds, values)
   return state, train_key, state_sharding
 
