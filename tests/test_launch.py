@@ -135,20 +135,16 @@ def snapshot(workdir):
 
 
 LSTM = ["--experiment=lstm_shakespeare", "--config.max_steps=1"]
-MALFORMED = [  # (arguments, what the one line must name)
-    (["--experiment=cnn_mnist", "--config.batch_size=0"], "--config.batch_size=0: must be a positive integer"),
-    (["--experiment=cnn_mnist", "--config.batch_size=1.5"], "--config.batch_size=1.5: expected an int like 128"),
+# Mistakes in a config's values, found by `loop.check` after the flags are read: checked in this process (the same
+# ConfigError that main.py prints as the one line); two of them also go through launch.py below.
+VALUE_MISTAKES = [  # (arguments, what the one line must name)
     (["--experiment=cnn_mnist", "--config.learning_rate=0"], "--config.learning_rate=0.0: must be > 0"),
     (["--experiment=cnn_mnist", "--config.momentum=1.5"], "--config.momentum=1.5: must be in [0, 1)"),
-    (["--experiment=cnn_mnist", "--config.sweep.lerning_rate=(0.1,)"], "--config.sweep.lerning_rate: the config has "
-     "no field 'lerning_rate' (did you mean 'learning_rate'?)"),
     (["--experiment=cnn_mnist", "--config.sweep.batch_size=(64,128)"], "--config.sweep.batch_size: batch_size "
      "changes the shapes or the structure of the compiled step, so it cannot be swept (run one job per value); "
      "fields that can: seed, learning_rate,"),
     (["--experiment=cnn_mnist", "--config.sweep.seed=()"], "--config.sweep.seed=(): give a tuple of one or more"),
     (["--experiment=cnn_mnist", "--config.sweep.seed=(0,0.5)"], "--config.sweep.seed=(0,0.5): expected a tuple of int"),
-    (["--experiment=cnn_mnist", "--config.sweep.learning_rate=(0.1,-1)"], "in the sweep, at {'learning_rate': -1.0}: "
-     "--config.learning_rate=-1.0: must be > 0"),
     (["--experiment=cnn_mnist", "--config.sweep.momentum=(0.9,)", "--config.validation_percent=0",
       "--config.sweep.learning_rate=(0.1,0.2)"], "a sweep over hyperparameters chooses on the validation split"),
     (["--experiment=cnn_mnist", "--config.optimizer=lion"], "--config.optimizer='lion': unknown choice; choose one of: sgd, adam, adamw"),
@@ -161,6 +157,16 @@ MALFORMED = [  # (arguments, what the one line must name)
     (["--experiment=cnn_mnist", "--config.model.conv_features=(16,0)"], "--config.model.conv_features=(16, 0)"),
     (["--experiment=cnn_mnist", "--config.model.pool_after=(9,)"], "--config.model.pool_after=(9,): must index"),
     (["--experiment=cnn_mnist", "--config.task=regress"], "--config.task='regress'"),
+    ([*LSTM, "--config.seq_len=0"], "--config.seq_len=0: must be a positive integer"),
+    ([*LSTM, "--config.model.cell=gru"], "--config.model.cell='gru': unknown choice; choose one of: lstm, rnn"),
+]
+MALFORMED = [  # launch.py's own routes: flags, config values (two), the data, the workdir
+    (["--experiment=cnn_mnist", "--config.batch_size=0"], "--config.batch_size=0: must be a positive integer"),
+    (["--experiment=cnn_mnist", "--config.sweep.learning_rate=(0.1,-1)"], "in the sweep, at {'learning_rate': -1.0}: "
+     "--config.learning_rate=-1.0: must be > 0"),
+    (["--experiment=cnn_mnist", "--config.batch_size=1.5"], "--config.batch_size=1.5: expected an int like 128"),
+    (["--experiment=cnn_mnist", "--config.sweep.lerning_rate=(0.1,)"], "--config.sweep.lerning_rate: the config has "
+     "no field 'lerning_rate' (did you mean 'learning_rate'?)"),
     (["--experiment=cnn_mnist", "--config.batchsize=3"], "unknown config field 'batchsize' (did you mean 'batch_size'?)"),
     (["--experiment=cnn_mnist", "--config.x", "2"], "cannot read '--config.x': write config overrides as --config.FIELD=VALUE"),
     (["--experiment=cnn_mnist", "extra"], "unexpected argument 'extra'"),
@@ -170,12 +176,21 @@ MALFORMED = [  # (arguments, what the one line must name)
     (["--config=/nonexistent/my_config.py"], "--config=/nonexistent/my_config.py: no such file"),
     ([f"--config={ROOT}/fnets/experiments"], "not a Python file"),
     (["--config.batch_size=8"], "needs a config"),
-    ([*LSTM, "--config.seq_len=0"], "--config.seq_len=0: must be a positive integer"),
-    ([*LSTM, "--config.model.cell=gru"], "--config.model.cell='gru': unknown choice; choose one of: lstm, rnn"),
     (["--experiment=cnn_mnist", "--config.batch_size=100000"], "batch_size"),  # larger than the data: read first
     (["--experiment=cnn_mnist", *SMOKE, "--config.learning_rate=0.5"], "holds a run with another config "
      "(learning_rate: recorded 0.1, now 0.5)"),
 ]
+
+
+@pytest.mark.parametrize("args,needle", VALUE_MISTAKES, ids=[" ".join(a[1:]) for a, _ in VALUE_MISTAKES])
+def test_config_value_mistakes_are_one_line_errors(args, needle):
+  from fnets import config as config_lib
+  from fnets import loop
+  from fnets.errors import ConfigError
+  config = config_lib.load(config_lib.experiment_path(args[0].removeprefix("--experiment=")))
+  with pytest.raises(ConfigError) as e:
+    loop.check(config_lib.override(config, args[1:]))
+  assert needle in str(e.value) and "\n" not in str(e.value)
 
 
 def test_malformed_invocations_fail_in_one_line_and_leave_the_run_alone(finished_run, tmp_path):
@@ -204,7 +219,7 @@ def test_malformed_invocations_fail_in_one_line_and_leave_the_run_alone(finished
       (["--experiment=cnn_mnist", "--config.batch_size=100000", f"--workdir={tmp_path / 'new'}"],
        "--config.batch_size=100000 is larger than the 64 training examples"),
   ]
-  assert len(cases) >= 20
+  assert len(cases) >= 25
 
   def run(case):
     start = time.time()

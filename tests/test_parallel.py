@@ -169,15 +169,33 @@ def _free_port() -> int:
 
 
 def start_pair(args, workdir, tmp_path):
+  """Process 0, then process 1 once process 0's coordinator listens: a process that finds no coordinator retries
+  with gRPC's growing backoff, which on a loaded machine can outlast process 0's 2-minute wait for its topology."""
+  import time
   port = _free_port()
   logs = [open(tmp_path / f"p{i}.log", "w") for i in range(2)]
-  return [start([*args, f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
-                workdir, 2, logs[i]) for i in range(2)]
+  procs = [start([*args, f"--coordinator_address=localhost:{port}", "--num_processes=2", "--process_id=0"],
+                 workdir, 2, logs[0])]
+  begin = time.time()
+  while True:
+    assert procs[0].poll() is None and time.time() - begin < 300, pair_logs(tmp_path)
+    try:
+      socket.create_connection(("localhost", port), timeout=1).close()
+      break
+    except OSError:
+      time.sleep(0.1)
+  procs.append(start([*args, f"--coordinator_address=localhost:{port}", "--num_processes=2", "--process_id=1"],
+                     workdir, 2, logs[1]))
+  return procs
+
+
+def pair_logs(tmp_path) -> str:
+  return "\n".join(f"--- process {i}:\n" + (tmp_path / f"p{i}.log").read_text()[-3000:] for i in range(2))
 
 
 def launch_pair(args, workdir, tmp_path, expect=0):
-  for i, proc in enumerate(start_pair(args, workdir, tmp_path)):
-    assert proc.wait(timeout=600) == expect, (tmp_path / f"p{i}.log").read_text()[-3000:]
+  for proc in start_pair(args, workdir, tmp_path):
+    assert proc.wait(timeout=600) == expect, pair_logs(tmp_path)
 
 
 def test_two_processes_stop_together_resume_and_evaluate(runs, tmp_path):
@@ -191,14 +209,13 @@ def test_two_processes_stop_together_resume_and_evaluate(runs, tmp_path):
   procs = start_pair(LONG_CNN, workdir, tmp_path)
   begin = time.time()
   while not (workdir / "checkpoints" / "20").exists():
-    assert all(p.poll() is None for p in procs) and time.time() - begin < 300, (tmp_path / "p0.log").read_text()
+    assert all(p.poll() is None for p in procs) and time.time() - begin < 300, pair_logs(tmp_path)
     time.sleep(0.02)
   procs[1].send_signal(signal.SIGTERM)
   stopped_at = []
   for i, proc in enumerate(procs):
-    log = (tmp_path / f"p{i}.log")
-    assert proc.wait(timeout=300) == 128 + signal.SIGTERM, log.read_text()[-3000:]
-    line = next(l for l in log.read_text().splitlines() if "stopped by SIGTERM at step" in l)
+    assert proc.wait(timeout=300) == 128 + signal.SIGTERM, pair_logs(tmp_path)
+    line = next(l for l in (tmp_path / f"p{i}.log").read_text().splitlines() if "stopped by SIGTERM at step" in l)
     stopped_at.append(int(line.split("at step ")[1].split(":")[0]))
   step = stopped_at[0]
   assert stopped_at[1] == step < 80 and (workdir / "checkpoints" / str(step)).is_dir()

@@ -24,8 +24,9 @@ def mlp_setup(B=6):
 def test_per_example_grads_equal_a_loop_over_examples():
   _, params, batch, loss_fn = mlp_setup()
   grads, norms = recipes.per_example_grads(loss_fn, params, batch)
+  grad_fn, host = jax.jit(jax.grad(loss_fn)), jax.tree.map(np.asarray, batch)  # (one compile for the 6 examples)
   for b in range(6):
-    one = jax.grad(loss_fn)(params, {"x": batch["x"][b:b + 1], "y": batch["y"][b:b + 1]})
+    one = grad_fn(params, {"x": host["x"][b:b + 1], "y": host["y"][b:b + 1]})
     for g, g1 in zip(jax.tree.leaves(grads), jax.tree.leaves(one)):
       np.testing.assert_allclose(g[b], g1, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(norms[b], optax.tree.norm(one), rtol=1e-5)
@@ -37,14 +38,20 @@ def test_lr_sweep_equals_separate_runs():
   rates = [0.01, 0.1, 0.5]
   swept, losses = recipes.lr_sweep(loss_fn, params, batches, rates)
   assert losses.shape == (3, 3)
+  host = jax.tree.map(np.asarray, batches)
+
+  @jax.jit
+  def sgd_step(p, s, batch, lr):  # (one compile for every rate and step)
+    loss, grads = jax.value_and_grad(loss_fn)(p, batch)
+    updates, s = optax.sgd(lr, momentum=0.9).update(grads, s, p)
+    return optax.apply_updates(p, updates), s, loss
+
   for k, lr in enumerate(rates):
-    tx, p = optax.sgd(lr, momentum=0.9), params
-    s = tx.init(p)
+    p = params
+    s = optax.sgd(lr, momentum=0.9).init(p)
     for step in range(3):
-      loss, grads = jax.value_and_grad(loss_fn)(p, jax.tree.map(lambda x: x[step], batches))
+      p, s, loss = sgd_step(p, s, jax.tree.map(lambda x: x[step], host), lr)
       np.testing.assert_allclose(losses[k, step], loss, rtol=1e-5)
-      updates, s = tx.update(grads, s, p)
-      p = optax.apply_updates(p, updates)
     for a, b in zip(jax.tree.leaves(swept), jax.tree.leaves(p)):
       np.testing.assert_allclose(a[k], b, rtol=1e-5, atol=1e-6)
 

@@ -77,28 +77,43 @@ def test_language_model_member_is_the_run_of_its_seed_and_values(cell, tmp_path)
     assert_member_is_run(str(tmp_path / "sweep"), k, str(tmp_path / f"single{k}"), ("loss",))
 
 
-def test_records_the_result_chosen_on_validation_and_test_of_that_point_only(mock_tfds, tmp_path):
-  workdir = str(tmp_path / "sweep")
-  proc = launch("--experiment=cnn_mnist", f"--workdir={workdir}", *SMALL_CNN, "--config.sweep.seed=(0,1,2)",
-                "--config.sweep.learning_rate=(0.01,0.3)")
+SWEEP_RUN = ["--experiment=cnn_mnist", "--config.batch_size=8", "--config.num_epochs=5", "--config.log_every_steps=5",
+             "--config.checkpoint_every_steps=10", "--config.model.conv_features=(4,8)",
+             "--config.model.pool_after=(1,)", "--config.model.dense_features=(16,)", "--config.augment=true",
+             "--config.eval_batch_size=32", "--config.sweep.seed=(0,1)", "--config.sweep.learning_rate=(0.05,0.1)"]
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+  """SWEEP_RUN to its end (2 learning rates × 2 seeds): the run whose records are checked, and the uninterrupted
+  reference of the killed one. Its console output is in ../stderr.txt."""
+  workdir = tmp_path_factory.mktemp("sweep") / "run"
+  proc = launch(*SWEEP_RUN, f"--workdir={workdir}")
   assert proc.returncode == 0, proc.stderr[-3000:]
+  (workdir.parent / "stderr.txt").write_text(proc.stderr)
+  return str(workdir)
+
+
+def test_records_the_result_chosen_on_validation_and_test_of_that_point_only(mock_tfds, finished_sweep):
+  workdir = finished_sweep
   records = read_metrics(workdir)
   last = max(r["step"] for r in records)
   evals = [r for r in records if r["split"] == "eval" and r["step"] == last]
-  assert [r["member"] for r in evals] == list(range(6))
-  assert [r["sweep"] for r in evals] == [{"learning_rate": lr, "seed": s} for lr in (0.01, 0.3) for s in (0, 1, 2)]
+  assert [r["member"] for r in evals] == list(range(4))
+  assert [r["sweep"] for r in evals] == [{"learning_rate": lr, "seed": s} for lr in (0.05, 0.1) for s in (0, 1)]
   train = [r for r in records if r["split"] == "train" and r["step"] == last]
-  assert len(train) == 6 and len({r["loss"] for r in train}) == 6  # each member's own loss
+  assert len(train) == 4 and len({r["loss"] for r in train}) == 4  # each member's own loss
   summary = json.load(open(os.path.join(workdir, "sweep.json")))
-  means = [np.mean([r["accuracy"] for r in evals[3 * p:3 * p + 3]]) for p in range(2)]
+  means = [np.mean([r["accuracy"] for r in evals[2 * p:2 * p + 2]]) for p in range(2)]
   assert summary["chosen"] == int(np.argmax(means))
   point = summary["points"][summary["chosen"]]
   np.testing.assert_allclose(point["validation"]["accuracy"]["mean"], max(means))
   test = [r for r in records if r["split"] == "test"]
   assert [r["member"] for r in test] == point["members"]  # no other point's test split was evaluated
-  assert summary["test"]["accuracy"]["n"] == 3
+  assert summary["test"]["accuracy"]["n"] == 2
   np.testing.assert_allclose(summary["test"]["accuracy"]["mean"], np.mean([r["accuracy"] for r in test]))
-  assert "sweep: 2 point(s)" in proc.stderr and "test of the chosen point" in proc.stderr
+  stderr = open(os.path.join(os.path.dirname(workdir), "stderr.txt")).read()
+  assert "sweep: 2 point(s)" in stderr and "test of the chosen point" in stderr
 
   # One member: evaluated, and exported as an ordinary run's weights.
   member = point["members"][1]
@@ -115,7 +130,7 @@ def test_records_the_result_chosen_on_validation_and_test_of_that_point_only(moc
   np.testing.assert_array_equal(exported["params/Dense_0/kernel"], stacked["params"]["Dense_0"]["kernel"][member])
   assert exported["params/Dense_0/kernel"].ndim == 2
   for args, message in ((["--mode=export"], "export one with --member=K"),
-                        (["--mode=eval", "--member=6"], "has 6 members; give 0..5")):
+                        (["--mode=eval", "--member=4"], "has 4 members; give 0..3")):
     proc = launch(f"--workdir={workdir}", *args)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
@@ -128,16 +143,8 @@ def test_stats_are_the_t_interval():
   assert sweeps.stats([0.7])["ci95"] == 0.0
 
 
-SWEEP_RUN = ["--experiment=cnn_mnist", "--config.batch_size=8", "--config.num_epochs=5", "--config.log_every_steps=5",
-             "--config.checkpoint_every_steps=10", "--config.model.conv_features=(4,8)",
-             "--config.model.pool_after=(1,)", "--config.model.dense_features=(16,)", "--config.augment=true",
-             "--config.eval_batch_size=32", "--config.sweep.seed=(0,1)", "--config.sweep.learning_rate=(0.05,0.1)"]
-
-
-def test_killed_sweep_resumes_bitwise(tmp_path):
-  reference = str(tmp_path / "uninterrupted")
-  proc = launch(*SWEEP_RUN, f"--workdir={reference}")
-  assert proc.returncode == 0, proc.stderr[-3000:]
+def test_killed_sweep_resumes_bitwise(finished_sweep, tmp_path):
+  reference = finished_sweep
   workdir = str(tmp_path / "killed")
   proc = popen(workdir, tmp_path / "log.txt", SWEEP_RUN)
   wait_for_checkpoint(workdir, proc, min_step=20)
