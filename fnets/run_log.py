@@ -35,6 +35,21 @@ def show_console() -> None:
   console.propagate = False
 
 
+def _summary_writer():
+  """tensorboardX's SummaryWriter, imported when a run first writes. tensorboardX imports torch where it is
+  installed, only to accept torch tensors (2 s of every run's start, measured); fnets writes Python floats, so
+  torch is hidden from that import unless it is loaded already."""
+  hide = "torch" not in sys.modules
+  if hide:
+    sys.modules["torch"] = None  # (an import of it raises ImportError, which tensorboardX catches)
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    if hide:
+      del sys.modules["torch"]
+  return SummaryWriter
+
+
 class RunLog:
   """Appends `{"step", "split", metric: value}` records; only records, never state. In a multi-process run
   only process 0 writes (the metrics are global: every process holds the same values)."""
@@ -43,7 +58,7 @@ class RunLog:
     self._enabled = parallel.is_primary()
     if not self._enabled:
       return
-    from tensorboardX import SummaryWriter  # imported here: it is only needed once a run writes
+    SummaryWriter = _summary_writer()
     path = os.path.join(workdir, "metrics.jsonl")
     _drop_records_after(path, resume_step)
     self._jsonl = open(path, "a")

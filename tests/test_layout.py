@@ -81,13 +81,18 @@ def run_python(code: str, env=None, cwd=None) -> subprocess.CompletedProcess:
                         env={**os.environ, **(env or {})}, cwd=cwd or ROOT, timeout=120)
 
 
-def test_config_needs_no_jax_and_importing_fnets_attaches_no_handler():
+def test_config_needs_no_jax_and_importing_fnets_attaches_no_handler_nor_torch():
   proc = run_python("""
       import logging, sys
       import fnets.config, fnets.errors
       assert "jax" not in sys.modules, "config.py imported JAX"
-      from fnets import loop
+      from fnets import loop, run_log
       assert logging.getLogger("fnets").handlers == [], logging.getLogger("fnets").handlers
+      run_log._summary_writer()  # (tensorboardX imports torch where it can; a run writes floats)
+      assert "torch" not in sys.modules, "the TensorBoard writer imported torch"
+      import importlib.util
+      if importlib.util.find_spec("torch"):
+        import torch  # still importable by the user
       print("ok")
   """)
   assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
