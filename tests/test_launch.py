@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -176,10 +177,20 @@ MALFORMED = [  # launch.py's own routes: flags, config values (two), the data, t
     (["--config=/nonexistent/my_config.py"], "--config=/nonexistent/my_config.py: no such file"),
     ([f"--config={ROOT}/fnets/experiments"], "not a Python file"),
     (["--config.batch_size=8"], "needs a config"),
-    (["--experiment=cnn_mnist", "--config.batch_size=100000"], "batch_size"),  # larger than the data: read first
     (["--experiment=cnn_mnist", *SMOKE, "--config.learning_rate=0.5"], "holds a run with another config "
      "(learning_rate: recorded 0.1, now 0.5)"),
 ]
+
+
+def test_multi_process_flag_mistakes_are_one_line_errors():
+  """(--coordinator_address=HOST without a port goes through launch.py below.)"""
+  from fnets import parallel
+  from fnets.errors import ConfigError
+  for kwargs, needle in ((dict(num_processes=0), "--num_processes=0: give the number of processes of the run"),
+                         (dict(coordinator_address="localhost:1234", num_processes=2, process_id=2),
+                          "--process_id=2: give this process's index, from 0 to --num_processes - 1")):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+      parallel.initialize(**kwargs)
 
 
 @pytest.mark.parametrize("args,needle", VALUE_MISTAKES, ids=[" ".join(a[1:]) for a, _ in VALUE_MISTAKES])
@@ -208,9 +219,6 @@ def test_malformed_invocations_fail_in_one_line_and_leave_the_run_alone(finished
       (["--mode=eval", f"--workdir={tmp_path / 'nothing'}"], "holds no run (no config.json)"),
       (["--experiment=cnn_mnist", *SMOKE, f"--workdir={tmp_path / ('x' * 300) / 'run'}"],
        "cannot be created (File name too long"),
-      (["--experiment=cnn_mnist", *SMOKE, f"--workdir={tmp_path / 'mp'}", "--num_processes=0"], "--num_processes=0"),
-      (["--experiment=cnn_mnist", *SMOKE, f"--workdir={tmp_path / 'mp'}", "--coordinator_address=localhost:1234",
-        "--num_processes=2", "--process_id=2"], "--process_id=2: give this process's index, from 0 to"),
       (["--experiment=cnn_mnist", *SMOKE, f"--workdir={tmp_path / 'mp'}", "--coordinator_address=localhost"],
        "--coordinator_address=localhost: write HOST:PORT"),
       (["--experiment=cnn_mnist", *SMOKE, f"--workdir={damaged}"], f"{damaged}/config.json is damaged (JSONDecodeError"),
@@ -219,7 +227,7 @@ def test_malformed_invocations_fail_in_one_line_and_leave_the_run_alone(finished
       (["--experiment=cnn_mnist", "--config.batch_size=100000", f"--workdir={tmp_path / 'new'}"],
        "--config.batch_size=100000 is larger than the 64 training examples"),
   ]
-  assert len(cases) >= 25
+  assert len(cases) >= 20
 
   def run(case):
     start = time.time()

@@ -15,7 +15,7 @@ from fnets.models import cnn, layers
 
 
 def param_count(tree):
-  return sum(np.size(x) for x in jax.tree.leaves(tree))
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))  # (arrays, or shapes from jax.eval_shape)
 
 
 def init(model, shape):
@@ -28,12 +28,12 @@ def conv_bn(c_in, c_out, k=3):
 
 def test_cnn_cifar_shapes_and_params():
   model = models.create(cnn_cifar.get_config().model, num_classes=10)
-  variables = init(model, (2, 32, 32, 3))
+  variables = jax.eval_shape(lambda: init(model, (2, 32, 32, 3)))  # (shapes only: nothing is computed)
   widths = (24, 64, 64, 256, 256, 256, 256)  # after the 2x2 whitening conv's 24 filters (with bias)
   convs = sum(3 * 3 * a * b + b for a, b in zip(widths, widths[1:]))  # BN without scale: its shift only
   expected = (2 * 2 * 3 * 24 + 24) + convs + 256 * 10  # global pool, logits without bias
   assert param_count(variables["params"]) == expected == 1_971_640
-  logits = model.apply(variables, jnp.zeros((5, 32, 32, 3)), train=False)
+  logits = jax.eval_shape(functools.partial(model.apply, train=False), variables, jnp.zeros((5, 32, 32, 3)))
   assert logits.shape == (5, 10) and logits.dtype == jnp.float32
 
 

@@ -23,7 +23,8 @@ from fnets import models
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MOCKED_LAUNCH = os.path.join(ROOT, "tests", "mocked_launch.py")
 CNN = ["--experiment=cnn_mnist", "--config.max_steps=4", "--config.log_every_steps=1", "--config.batch_size=32",
-       "--config.eval_batch_size=32", "--config.learning_rate=0.02"]
+       "--config.eval_batch_size=32", "--config.learning_rate=0.02", "--config.model.conv_features=(4,8)",
+       "--config.model.pool_after=(1,)", "--config.model.dense_features=(16,)"]
 # Long enough (80 steps) to be stopped in the middle; a checkpoint every 10 steps; evaluation only at the end.
 LONG_CNN = ["--experiment=cnn_mnist", "--config.max_steps=80", "--config.num_epochs=40", "--config.batch_size=32",
             "--config.eval_batch_size=32", "--config.log_every_steps=10", "--config.checkpoint_every_steps=10",
@@ -35,8 +36,7 @@ LSTM = ["--experiment=lstm_shakespeare", "--config.max_steps=4", "--config.log_e
         "--config.sample_length=10"]
 
 
-SWEEP = CNN + ["--config.model.conv_features=(4,8)", "--config.model.pool_after=(1,)",
-               "--config.model.dense_features=(16,)", "--config.sweep.seed=(0,1)"]  # 2 members of a small CNN
+SWEEP = CNN + ["--config.sweep.seed=(0,1)"]  # 2 members: member 0 is the run CNN (seed 0)
 
 
 def env(devices: int) -> dict:
@@ -86,7 +86,7 @@ def runs(tmp_path_factory):
       "cnn_1": (CNN, 1), "cnn_8": (CNN, 8), "long_cnn_1": (LONG_CNN, 1),
       "lstm_1": (LSTM, 1), "lstm_8_fsdp": (LSTM + ["--config.param_sharding=fsdp"], 8),
       "lstm_bf16": (LSTM + ["--config.dtype=bfloat16"], 1),
-      "sweep_1": (SWEEP, 1), "sweep_2": (SWEEP, 2), "sweep_8": (SWEEP, 8),
+      "sweep_2": (SWEEP, 2), "sweep_8": (SWEEP, 8),
   }, tmp_path)
 
 
@@ -102,16 +102,20 @@ def test_lstm_on_8_devices_with_fsdp_follows_the_1_device_run(runs):
   assert records(runs["lstm_8_fsdp"], "test")[0]["num_chars"] == records(runs["lstm_1"], "test")[0]["num_chars"]
 
 
-def test_sweep_members_over_devices_follow_the_1_device_sweep(runs, tmp_path):
+def test_sweep_members_over_devices_follow_the_1_device_run(runs, tmp_path):
   """2 members on 2 devices: each device trains one member; on 8, each member's batch is split as a single run's.
-  Every member's losses follow the 1-device sweep's."""
+  Member 0 (seed 0) follows the 1-device run of seed 0, and both members agree between the two placements."""
   assert "a sweep of 2 members over 2 devices" in (runs["sweep_2"].parent / "sweep_2.log").read_text()
   assert "each member's batch split over 8 devices" in (runs["sweep_8"].parent / "sweep_8.log").read_text()
-  for name in ("sweep_2", "sweep_8"):
-    for split in ("train", "eval", "test"):
-      a, b = records(runs["sweep_1"], split), records(runs[name], split)
-      assert [(r["step"], r["member"]) for r in a] == [(r["step"], r["member"]) for r in b] and a
-      np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=1e-4)
+  for split in ("train", "eval", "test"):
+    single = records(runs["cnn_1"], split)
+    for name in ("sweep_2", "sweep_8"):
+      member_0 = [r for r in records(runs[name], split) if r["member"] == 0]
+      assert [r["step"] for r in member_0] == [r["step"] for r in single] and single
+      np.testing.assert_allclose([r["loss"] for r in member_0], [r["loss"] for r in single], rtol=1e-4)
+    a, b = records(runs["sweep_2"], split), records(runs["sweep_8"], split)
+    assert [(r["step"], r["member"]) for r in a] == [(r["step"], r["member"]) for r in b] and {r["member"] for r in a} == {0, 1}
+    np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=1e-4)
 
 
 def test_bfloat16_trains_close_to_float32(runs):
