@@ -191,6 +191,8 @@ def sweep_result(config, task: Task, state, val: list[dict] | None, log: RunLog,
   if parallel.is_primary():
     runs.write_json(os.path.join(workdir, "sweep.json"), summary)
   console.info("%s\n(%s)", sweeps.table(summary), os.path.join(workdir, "sweep.json"))
+  if task.finish:  # (the chosen point's first member: a language model's sample)
+    task.finish(state, workdir, chosen[0])
   return {"eval": val, "test": test, "sweep": summary}
 
 

@@ -33,7 +33,8 @@ class Task:
   members: list[dict] = dataclasses.field(default_factory=list)  # a sweep's members' values (fnets/sweeps.py)
   record: dict = dataclasses.field(default_factory=dict)  # what the model follows from the data, for run.json
   files: dict[str, str] = dataclasses.field(default_factory=dict)  # written into the workdir at the start
-  finish: Callable[[TrainState, str], None] | None = None  # after the final records (e.g. write a sample)
+  # After the final records (e.g. write a sample): finish(state, workdir, member) (a sweep's: of one member).
+  finish: Callable[[TrainState, str, int | None], None] | None = None
   context: dict = dataclasses.field(default_factory=dict)  # data, model, vocab...: for notebooks
 
 

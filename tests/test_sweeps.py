@@ -70,11 +70,13 @@ def test_language_model_member_is_the_run_of_its_seed_and_values(cell, tmp_path)
   swept = config_lib.override(config, ["--config.sweep.learning_rate=(0.002,0.01)", "--config.sweep.seed=(0,1)",
                                        "--config.sweep.model.dropout=(0.0,0.2)",  # (inside the stack too)
                                        "--config.sweep.grad_clip_norm=(0.0,)", "--config.sweep.warmup_steps=(3,)"])
-  loop.train_and_evaluate(swept, str(tmp_path / "sweep"))
+  summary = loop.train_and_evaluate(swept, str(tmp_path / "sweep"))["sweep"]
   members = sweeps.members(swept)
-  for k in (0, 7):
+  chosen = summary["points"][summary["chosen"]]["members"][0]  # its sample is the sweep's (0, 2, 4 or 6)
+  for k in (chosen, 7):
     loop.train_and_evaluate(sweeps.point_config(swept, members[k]), str(tmp_path / f"single{k}"))
     assert_member_is_run(str(tmp_path / "sweep"), k, str(tmp_path / f"single{k}"), ("loss",))
+  assert (tmp_path / "sweep" / "sample.txt").read_text() == (tmp_path / f"single{chosen}" / "sample.txt").read_text()
 
 
 SWEEP_RUN = ["--experiment=cnn_mnist", "--config.batch_size=8", "--config.num_epochs=5", "--config.log_every_steps=5",

@@ -230,13 +230,15 @@ def setup(config: ml_collections.ConfigDict, texts: dict[str, str] | None = None
   evaluate_split = lambda state, split: evaluate(eval_fn, state.params, ids[split], config.eval_streams,
                                                  config.seq_len)
 
-  def finish(state, workdir):
-    text = sample(model, state.params, vocab, config.sample_prompt, config.sample_length, config.sample_temperature,
-                  sample_key)
+  def finish(state, workdir, member=None):
+    params, key = (state.params, sample_key) if member is None else jax.tree.map(lambda x: x[member],
+                                                                                 (state.params, sample_key))
+    text = sample(model, params, vocab, config.sample_prompt, config.sample_length, config.sample_temperature, key)
     if parallel.is_primary():
       with open(os.path.join(workdir, "sample.txt"), "w") as f:
         f.write(text + "\n")
-      console.info("--- sample (temperature %s) ---\n%s\n---", config.sample_temperature, text)
+      of = "" if member is None else f" of member {member}"
+      console.info("--- sample%s (temperature %s) ---\n%s\n---", of, config.sample_temperature, text)
 
   return Task(
       state=state, train_step=train_fn, evaluate=evaluate_split, total_steps=total_steps,
@@ -245,7 +247,7 @@ def setup(config: ml_collections.ConfigDict, texts: dict[str, str] | None = None
       summary=f"{config.dataset}: {len(ids['train']):,} train / {len(ids['validation']):,} validation characters, "
               f"vocabulary {len(vocab.chars)}{sweep_summary}",
       record={"data": {"vocab_size": len(vocab.chars), "train_characters": len(ids["train"])}},
-      files={"vocab.json": json.dumps({"chars": vocab.chars})}, finish=None if seeds is not None else finish,
+      files={"vocab.json": json.dumps({"chars": vocab.chars})}, finish=finish,
       members=sweeps.members(config),
       context=dict(vocab=vocab, ids=ids, model=model, mesh=mesh, tx=tx, lr_schedule=lr_schedule,
                    train_jit=train_jit, eval_jit=eval_jit, train_key=train_key, train_args=train_args))
