@@ -90,16 +90,15 @@ def test_data_parallel():
 
 
 def test_sweep_speed():
-  """The LM (with torch's column where it is installed) and one image model; then the peak-RSS children of the MLP."""
-  out = bench("sweep_speed.py", "--smoke")
+  """The LM (with torch's column where it is installed) and one image model, each with its peak-RSS children."""
+  out = bench("sweep_speed.py", "--smoke", "--rss")
   for name in ("lm (fused)", "mlp_mnist"):
     assert re.search(re.escape(name) + r" +sweep / sequential [\d.]+x", out), out
     assert re.search(re.escape(name) + r" +XLA step memory .*single [\d.]+ MB, sweep of 2 [\d.]+ MB", out), out
+    assert re.search(re.escape(name) + r" +peak RSS of a fresh process .*single \d+ MB, sweep of 2 \d+ MB .*above "
+                     r"the RSS after the imports: single \+-?\d+ MB, sweep \+-?\d+ MB", out), out
   assert ("sweep / torch" in out) == bool(importlib.util.find_spec("torch")), out
   assert "== summary" in out and "jax " in out, out
-  out = bench("sweep_speed.py", "--smoke", "--models=mlp_mnist", "--rss", "--no_torch")
-  assert re.search(r"peak RSS of a fresh process .*single \d+ MB, sweep of 2 \d+ MB .*above the RSS after the "
-                   r"imports: single \+-?\d+ MB, sweep \+-?\d+ MB", out), out
 
 
 def test_image_folder():

@@ -248,24 +248,25 @@ def test_truncated_bptt_step_continues_the_stream(cell):
   from fnets.tasks import char_lm
   model = models.create(dict(name="char_lm", embed_dim=4, hidden_size=5, cell=cell), vocab_size=7)
   tokens = jax.random.randint(jax.random.key(1), (2, 9), 0, 7)  # two windows of 4, sharing character 4
-  params = model.init(jax.random.key(0), tokens[:, :4])["params"]
+  apply = jax.jit(model.apply)  # (each model call below jitted: eager, the scan's ops compile one by one)
+  params = jax.jit(model.init)(jax.random.key(0), tokens[:, :4])["params"]
   tx = optax.sgd(0.0)  # the params stay, so both steps see the same model
-  carry = jax.tree.map(jnp.zeros_like, model.apply({"params": params}, tokens[:, :4])[1])
+  carry = jax.tree.map(jnp.zeros_like, apply({"params": params}, tokens[:, :4])[1])
   state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {"carry": carry})
   step = jax.jit(lambda *args: char_lm.train_step(*args, {}, build=lambda values: (model, tx, lambda s: 0.0)))
   state, _ = step(state, tokens[:, :5], True, jax.random.key(2))
   continued, metrics = step(state, tokens[:, 4:], False, jax.random.key(2))
-  logits = model.apply({"params": params}, tokens[:, :-1])[0]
+  logits = apply({"params": params}, tokens[:, :-1])[0]
   whole = optax.softmax_cross_entropy_with_integer_labels(logits[:, 4:], tokens[:, 5:]).mean()
   np.testing.assert_allclose(metrics["loss"], whole, rtol=1e-6)
   _, reset = step(state, tokens[:, 4:], True, jax.random.key(2))
-  fresh = optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": params}, tokens[:, 4:-1])[0],
+  fresh = optax.softmax_cross_entropy_with_integer_labels(apply({"params": params}, tokens[:, 4:-1])[0],
                                                           tokens[:, 5:]).mean()
   np.testing.assert_allclose(reset["loss"], fresh, rtol=1e-6)
   assert not np.allclose(metrics["loss"], reset["loss"])
   # The gradient is that of window 2 alone given the carried state: none flows back into window 1.
-  grads = jax.grad(lambda p, c: optax.softmax_cross_entropy_with_integer_labels(
-      model.apply({"params": p}, tokens[:, 4:-1], c)[0], tokens[:, 5:]).mean())(params, state.model_state["carry"])
+  grads = jax.jit(jax.grad(lambda p, c: optax.softmax_cross_entropy_with_integer_labels(
+      model.apply({"params": p}, tokens[:, 4:-1], c)[0], tokens[:, 5:]).mean()))(params, state.model_state["carry"])
   np.testing.assert_allclose(metrics["grad_norm"], optax.tree.norm(grads), rtol=1e-5)
 
 

@@ -13,7 +13,7 @@ def mlp_setup(B=6):
   model = MLP(hidden_features=(8,), num_classes=3)
   x = jax.random.normal(jax.random.key(0), (B, 5))
   y = jnp.arange(B) % 3
-  params = model.init(jax.random.key(1), x, train=False)["params"]
+  params = jax.jit(lambda x: model.init(jax.random.key(1), x, train=False))(x)["params"]  # (jitted: one compile)
 
   def loss_fn(params, batch):
     logits = model.apply({"params": params}, batch["x"], train=False)
@@ -23,7 +23,7 @@ def mlp_setup(B=6):
 
 def test_per_example_grads_equal_a_loop_over_examples():
   _, params, batch, loss_fn = mlp_setup()
-  grads, norms = recipes.per_example_grads(loss_fn, params, batch)
+  grads, norms = jax.jit(recipes.per_example_grads, static_argnums=0)(loss_fn, params, batch)
   grad_fn, host = jax.jit(jax.grad(loss_fn)), jax.tree.map(np.asarray, batch)  # (one compile for the 6 examples)
   for b in range(6):
     one = grad_fn(params, {"x": host["x"][b:b + 1], "y": host["y"][b:b + 1]})
@@ -65,8 +65,9 @@ def test_hvp_equals_finite_differences_of_gradients():
     v = {"w1": jax.random.normal(k[3], (5, 8), jnp.float64), "w2": jax.random.normal(k[4], (8, 3), jnp.float64)}
     eps = 1e-5
     shifted = lambda s: jax.tree.map(lambda p, d: p + s * eps * d, params, v)
-    fd = jax.tree.map(lambda a, b: (a - b) / (2 * eps), jax.grad(f)(shifted(1)), jax.grad(f)(shifted(-1)))
-    for a, b in zip(jax.tree.leaves(recipes.hvp(f, params, v)), jax.tree.leaves(fd)):
+    grad = jax.jit(jax.grad(f))
+    fd = jax.tree.map(lambda a, b: (a - b) / (2 * eps), grad(shifted(1)), grad(shifted(-1)))
+    for a, b in zip(jax.tree.leaves(jax.jit(recipes.hvp, static_argnums=0)(f, params, v)), jax.tree.leaves(fd)):
       np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
 
 
@@ -93,8 +94,8 @@ def test_saliency_of_a_linear_model_is_its_weights():
 def test_lstm_trace_matches_apply_and_gate_ranges():
   params = lstm.init(jax.random.key(0), 3, 4)
   x = jax.random.normal(jax.random.key(1), (2, 7, 3))
-  trace = recipes.lstm_trace(params[0], x)
-  y, state = lstm.apply(params, x)
+  trace = jax.jit(recipes.lstm_trace)(params[0], x)
+  y, state = jax.jit(lstm.apply)(params, x)
   np.testing.assert_allclose(trace["h"], y, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(trace["c"][:, -1], state.c[0], rtol=1e-5, atol=1e-6)
   for gate in "fio":
@@ -109,10 +110,10 @@ def test_gradient_flow_vanishes_for_the_rnn_not_the_lstm():
   flow = {}
   for cell, module in (("lstm", lstm), ("rnn", rnn)):
     layer = module.init(jax.random.key(1), D, H)[0]
-    flow[cell] = recipes.gradient_flow(cell, layer, x, loss)
+    flow[cell] = jax.jit(recipes.gradient_flow, static_argnums=(0, 3))(cell, layer, x, loss)
     assert flow[cell].shape == (T,)
     # The last step's gradient is the loss's own: ∂L/∂h_T = 2 h_T.
-    h_last = recipes._hidden_states(cell, layer, x, jnp.zeros((T, 4, H)))[-1]
+    h_last = jax.jit(recipes._hidden_states, static_argnums=0)(cell, layer, x, jnp.zeros((T, 4, H)))[-1]
     np.testing.assert_allclose(flow[cell][-1], jnp.mean(jnp.linalg.norm(2 * h_last, axis=-1)), rtol=1e-5)
   ratio_back = lambda f: f[0] / f[-1]  # 99 steps back, relative to the last step
   assert ratio_back(flow["rnn"]) < 1e-3
