@@ -97,7 +97,7 @@ def test_forward_mode_through_the_models_with_their_default_impl(cell):
   the layer, bfloat16 compute."""
   tokens = jnp.array([[1, 2, 3, 4], [4, 3, 2, 1]])
   lm = {impl: sequence.CharLM(7, embed_dim=4, hidden_size=5, cell=cell, impl=impl) for impl in ("fused", "scan")}
-  variables = lm["fused"].init(jax.random.key(0), tokens)
+  variables = jax.jit(lm["fused"].init)(jax.random.key(0), tokens)  # (jitted, as every call here: one compile each)
   direction = jax.tree.map(lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), variables)
   out = {impl: jax.jit(lambda v, d: jax.jvp(lambda v: m.apply(v, tokens), (v,), (d,)))(variables, direction)
          for impl, m in lm.items()}
@@ -105,7 +105,7 @@ def test_forward_mode_through_the_models_with_their_default_impl(cell):
 
   images = jax.random.uniform(jax.random.key(1), (2, 6, 5, 1))
   classifier = {impl: sequence.RowSequenceClassifier(hidden_size=4, cell=cell, impl=impl) for impl in ("fused", "scan")}
-  variables = classifier["fused"].init(jax.random.key(0), images, train=False)
+  variables = jax.jit(functools.partial(classifier["fused"].init, train=False))(jax.random.key(0), images)
   jacobians = {impl: jax.jit(jax.jacfwd(lambda x: m.apply(variables, x, train=False)))(images)
                for impl, m in classifier.items()}
   assert jacobians["fused"].shape == (2, 10, 2, 6, 5, 1)
@@ -113,7 +113,7 @@ def test_forward_mode_through_the_models_with_their_default_impl(cell):
 
   x_BxTxD, t_BxTxD = images[..., 0], jnp.sin(images[..., 0])
   layer = {impl: sequence.CELLS[cell](4, dtype=jnp.bfloat16, impl=impl) for impl in ("fused", "scan")}
-  variables = layer["fused"].init(jax.random.key(0), x_BxTxD)
+  variables = jax.jit(layer["fused"].init)(jax.random.key(0), x_BxTxD)
   out = {impl: jax.jit(lambda x, t: jax.jvp(lambda x: m.apply(variables, x), (x,), (t,)))(x_BxTxD, t_BxTxD)
          for impl, m in layer.items()}
   assert jax.tree.leaves(out["fused"])[0].dtype == jnp.bfloat16  # y; the state is float32
