@@ -8,10 +8,12 @@ at every step may differ from the 1-device run's by float32 rounding; we allow a
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -176,7 +178,6 @@ def _free_port() -> int:
 def start_pair(args, workdir, tmp_path):
   """Process 0, then process 1 once process 0's coordinator listens: a process that finds no coordinator retries
   with gRPC's growing backoff, which on a loaded machine can outlast process 0's 2-minute wait for its topology."""
-  import time
   port = _free_port()
   logs = [open(tmp_path / f"p{i}.log", "w") for i in range(2)]
   procs = [start([*args, f"--coordinator_address=localhost:{port}", "--num_processes=2", "--process_id=0"],
@@ -208,8 +209,6 @@ def test_two_processes_stop_together_resume_and_evaluate(runs, tmp_path):
   both agree on the step, save that checkpoint together and exit 143; the same command resumes them, and the pair
   follows the 1-device run (train losses and test loss up to float32 rounding). Only process 0 writes the logs;
   both restore the checkpoint for --mode=eval."""
-  import signal
-  import time
   workdir = tmp_path / "stopped"
   procs = start_pair(LONG_CNN, workdir, tmp_path)
   begin = time.time()
