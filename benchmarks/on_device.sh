@@ -8,6 +8,7 @@
 # RUN_SECONDS (default 180) bounds the cnn_cifar run: at the limit it gets SIGTERM, saves its checkpoint and stops;
 # the figures are then those of the steps it made. Logs go to $ON_DEVICE_LOGS (default: a new temp dir).
 # Each part runs even when an earlier one failed; the script exits non-zero if any failed.
+# PYTHON (default: python3) is the interpreter with fnets installed.
 # ON_DEVICE_SMOKE=1 (tests/test_benchmarks.py, on any machine): no test suite, the benchmarks at --smoke sizes, the
 # run (if there is data) 2 steps: seconds, for checking the script itself.
 set -uo pipefail
@@ -16,6 +17,7 @@ RUN_SECONDS=${1:-180}
 SMOKE=${ON_DEVICE_SMOKE:-}
 LOGS=${ON_DEVICE_LOGS:-$(mktemp -d)}
 mkdir -p "$LOGS"
+PYTHON=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 declare -A STATUS
 part() {  # part NAME LIMIT_S COMMAND...: run it under `timeout`, tee its log, record its exit status and time
@@ -28,7 +30,7 @@ part() {  # part NAME LIMIT_S COMMAND...: run it under `timeout`, tee its log, r
   echo "== $name: ${STATUS[$name]}"
 }
 
-python -c "import jax, fnets; print('jax', jax.__version__, jax.default_backend(), jax.devices())" \
+"$PYTHON" -c "import jax, fnets; print('jax', jax.__version__, jax.default_backend(), jax.devices())" \
   || { echo "fnets or jax does not import: install them first (see the top of this script)"; exit 1; }
 command -v nvidia-smi >/dev/null && nvidia-smi -L
 
@@ -38,15 +40,15 @@ WORKERS=$(( $(nproc) < 8 ? $(nproc) : 8 ))
 if [ -n "$SMOKE" ]; then
   STATUS[tests]="skipped: ON_DEVICE_SMOKE"
 else
-  XLA_PYTHON_CLIENT_PREALLOCATE=false part tests 300 python -m pytest -x -p no:cacheprovider -n "$WORKERS"
+  XLA_PYTHON_CLIENT_PREALLOCATE=false part tests 300 "$PYTHON" -m pytest -x -p no:cacheprovider -n "$WORKERS"
 fi
-part cnn_step 120 python benchmarks/cnn_cifar_recipe.py --rounds=5 --steps=5 ${SMOKE:+--smoke}
-part lstm_step 120 python benchmarks/lstm_speed.py --quick ${SMOKE:+--smoke}
+part cnn_step 120 "$PYTHON" benchmarks/cnn_cifar_recipe.py --rounds=5 --steps=5 ${SMOKE:+--smoke}
+part lstm_step 120 "$PYTHON" benchmarks/lstm_speed.py --quick ${SMOKE:+--smoke}
 
 DATA=${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}
 if [ -d "$DATA/cifar10" ]; then
   WORKDIR="$LOGS/cnn_cifar"
-  part cnn_cifar "$RUN_SECONDS" python launch.py --experiment=cnn_cifar --workdir="$WORKDIR" \
+  part cnn_cifar "$RUN_SECONDS" "$PYTHON" launch.py --experiment=cnn_cifar --workdir="$WORKDIR" \
     ${SMOKE:+--config.max_steps=2}
   grep -E '^\[(train|test)\]' "$LOGS/cnn_cifar.log" | tail -4
 else

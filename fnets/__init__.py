@@ -9,14 +9,14 @@ It attaches no logging handler: the loop and the launcher show fnets' lines (run
 
 import os
 import sys
-import warnings
 from importlib import metadata
 
 # XLA:CPU sends convolutions to YNNPACK by default; its weight-gradient convolution runs several times slower than
-# XLA's own (benchmarks/conv_cpu.py). The flag must be in the environment before JAX creates its backend. XLA
-# aborts the process on a flag it does not know, so it is set only for the jaxlib versions it was checked with.
+# XLA's own (benchmarks/conv_cpu.py, on each jaxlib below). The flag must be in the environment before JAX creates
+# its backend. XLA aborts the process on a flag it does not know, so it is set only for the jaxlib versions it was
+# measured on; elsewhere fnets starts without it, silently (run.json records the XLA_FLAGS a run had).
 _CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
-CHECKED_JAXLIB = ("0.10.",)
+CHECKED_JAXLIB = ("0.10.", "0.11.", "0.12.")
 
 
 def xla_cpu_flag(xla_flags: str, jaxlib_version: str | None) -> str | None:
@@ -24,9 +24,6 @@ def xla_cpu_flag(xla_flags: str, jaxlib_version: str | None) -> str | None:
   if "xla_cpu_experimental_ynn_fusion_type" in xla_flags:
     return None
   if not jaxlib_version or not jaxlib_version.startswith(CHECKED_JAXLIB):
-    warnings.warn(f"fnets: jaxlib {jaxlib_version} is newer than the versions fnets sets its XLA:CPU convolution "
-                  f"flag for ({', '.join(v + 'x' for v in CHECKED_JAXLIB)}); starting without it (convolutions on "
-                  f"CPU may be slower)", stacklevel=3)
     return None
   return f"{xla_flags} {_CONV_FLAG}".strip()
 

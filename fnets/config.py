@@ -16,13 +16,14 @@ import ml_collections
 
 from fnets.errors import ConfigError
 
-EXPERIMENTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments")
+# experiments/ at the checkout's top, installed as the package fnets.experiments (pyproject.toml).
+EXPERIMENTS_DIR = importlib.util.find_spec("fnets.experiments").submodule_search_locations[0]
 
 
 # --- Loading: PATH.py[:ARG] and the --experiment=NAME[:ARG] short form.
 
 def experiment_names() -> list[str]:
-  """The experiments shipped in fnets/experiments/ (common.py holds the fields they share)."""
+  """The experiments shipped in experiments/ (common.py holds the fields they share)."""
   return sorted(f[:-3] for f in os.listdir(EXPERIMENTS_DIR) if f.endswith(".py") and not f.startswith("_")
                 and f != "common.py")
 

@@ -1,7 +1,7 @@
 """The command line: `fnets`, `python -m fnets` and `python launch.py` (a checkout) are this `run()`.
 
   fnets --list                                        # the experiments and their variants
-  fnets --experiment=cnn_mnist --config.num_epochs=2  # short for --config=fnets/experiments/cnn_mnist.py
+  fnets --experiment=cnn_mnist --config.num_epochs=2  # short for --config=experiments/cnn_mnist.py
   fnets --experiment=lstm_shakespeare:rnn             # a variant: get_config("rnn")
   fnets --config=my_configs/wide_cnn.py --workdir=/tmp/wide
 
@@ -22,7 +22,7 @@ from fnets.errors import ConfigError, UsageError
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file PATH.py[:ARG] defining get_config(); override fields with --config.FIELD=VALUE.",
     lock_config=True)
-flags.DEFINE_string("experiment", None, "NAME[:ARG]: short for --config=fnets/experiments/NAME.py[:ARG].")
+flags.DEFINE_string("experiment", None, "NAME[:ARG]: short for --config=experiments/NAME.py[:ARG].")
 flags.DEFINE_string("workdir", None,
                     "Directory for config, metrics and checkpoints (default /tmp/fnets_runs/NAME).")
 flags.DEFINE_bool("list", False, "List the experiments and their variants, and exit.")

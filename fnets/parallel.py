@@ -47,6 +47,10 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                         f"10.0.0.1:1234")
   if coordinator_address or auto:
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    if jax.process_count() > 1 and jax.default_backend() == "cpu":
+      # Under jax 0.12.1 a step with cross-process CPU collectives loaded from the persistent compilation cache
+      # hangs in its first collective (docs/design.md, "Many devices and processes"): compile it instead.
+      jax.config.update("jax_enable_compilation_cache", False)
 
 
 def is_primary() -> bool:

@@ -145,7 +145,8 @@ def start(workdir: str, config, files: dict[str, str] | None = None, summary: di
   records.append({"started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                   "command": sys.argv, "seed": config.seed, "git": _git_state(), "versions": _versions(),
                   "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-                  "processes": jax.process_count(), **(summary or {})})
+                  "processes": jax.process_count(), "cpu_cores": os.cpu_count(),
+                  "xla_flags": os.environ.get("XLA_FLAGS", ""), **(summary or {})})
   write_atomic(record_path, json.dumps(records, indent=2) + "\n")
 
 

@@ -1,7 +1,7 @@
 """Every benchmark in benchmarks/ runs at its tiny size (`--smoke`; on_device.sh with ON_DEVICE_SMOKE=1; small
 arguments for image_folder.py) in a subprocess and prints its figures. No data is needed: random images and text,
-or TFDS mocked (startup.py). Not run here: benchmarks/notebook_install.py (it needs the package index;
-tests/test_notebook_install.py checks its cell)."""
+or TFDS mocked (startup.py). Not run here: benchmarks/notebooks_in_colab.py (it needs the package index;
+tests/test_notebook_install.py checks the install cell)."""
 
 import importlib.util
 import json
@@ -34,13 +34,13 @@ def test_every_benchmark_is_listed_and_smoke_tested():
   for name in sorted(os.listdir(BENCHMARKS)):
     if name != "README.md" and not name.startswith((".", "__")):
       assert f"`{name}`" in readme, f"benchmarks/{name} is not in benchmarks/README.md's index"
-      assert name == "notebook_install.py" or f'"{name}"' in tests, f"benchmarks/{name} has no smoke test here"
+      assert name == "notebooks_in_colab.py" or f'"{name}"' in tests, f"benchmarks/{name} has no smoke test here"
 
 
 def test_on_device_sh_runs_cnn_cifar_recipe_and_lstm_speed(tmp_path):
   """on_device.sh as on a GPU machine, at smoke sizes: the two step benchmarks it runs, its summary."""
   out = run("bash", os.path.join(BENCHMARKS, "on_device.sh"),
-            env={"ON_DEVICE_SMOKE": "1", "ON_DEVICE_LOGS": str(tmp_path / "logs"), "TFDS_DATA_DIR": str(tmp_path)})
+            env={"PYTHON": sys.executable, "ON_DEVICE_SMOKE": "1", "ON_DEVICE_LOGS": str(tmp_path / "logs"), "TFDS_DATA_DIR": str(tmp_path)})
   for part in ("cnn_step: exit 0", "lstm_step: exit 0", "cnn_cifar: skipped: no cifar10", "tests: skipped"):
     assert part in out, out
   assert "cnn_cifar_recipe.py" in out and "lstm_speed.py" in out
@@ -110,3 +110,11 @@ def test_image_folder():
 def test_startup():
   out = bench("startup.py", "--smoke")
   assert re.search(r"resume, no compile cache +[\d.]+", out) and "second start sooner than the first" in out, out
+
+
+def test_jax_versions():
+  """One interpreter given twice, as the oldest and the newest install would be: every figure, every ratio."""
+  out = bench("jax_versions.py", f"--python={sys.executable}", f"--python={sys.executable}", "--smoke")
+  assert re.search(r"cnn_cifar b16\n(.*flag on .*\n.*flag off .*\n){2}", out), out
+  assert "LSTM grad B16 H64 scan, T=8: us per time step" in out and "LSTM LM large" in out, out
+  assert out.count("(median of per-round ratios)") >= 4, out

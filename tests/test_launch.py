@@ -107,7 +107,7 @@ def test_config_file_and_experiment_name_give_the_same_run(finished_run, tmp_pat
   outside.parent.mkdir()
   outside.write_text("from fnets.experiments import cnn_mnist\n\ndef get_config():\n  c = cnn_mnist.get_config()\n"
                      "  c.batch_size, c.eval_batch_size, c.max_steps, c.log_every_steps = 16, 24, 3, 1\n  return c\n")
-  runs = {"by_path": [f"--config={os.path.join(ROOT, 'fnets', 'experiments', 'cnn_mnist.py')}", *SMOKE],
+  runs = {"by_path": [f"--config={os.path.join(ROOT, 'experiments', 'cnn_mnist.py')}", *SMOKE],
           "outside": [f"--config={outside}"]}
   for name, args in runs.items():
     proc = launch(*args, f"--workdir={tmp_path / name}")
@@ -175,7 +175,7 @@ MALFORMED = [  # launch.py's own routes: flags, config values (two), the data, t
     (["--experiment=nope"], "unknown experiment 'nope'"),
     (["--experiment=lstm_shakespeare:gru"], "unknown variant 'gru'; choose one of: lstm, rnn"),
     (["--config=/nonexistent/my_config.py"], "--config=/nonexistent/my_config.py: no such file"),
-    ([f"--config={ROOT}/fnets/experiments"], "not a Python file"),
+    ([f"--config={ROOT}/experiments"], "not a Python file"),
     (["--config.batch_size=8"], "needs a config"),
     (["--experiment=cnn_mnist", *SMOKE, "--config.learning_rate=0.5"], "holds a run with another config "
      "(learning_rate: recorded 0.1, now 0.5)"),

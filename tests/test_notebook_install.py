@@ -1,7 +1,7 @@
-"""The notebooks' install cell: the same in every notebook, no URL anywhere in a notebook, a clear error without
-FNETS_SOURCE, and its choice of what to install (only what is missing; an installed package is kept unless
-FNETS_UPGRADE). benchmarks/notebook_install.py runs the cell in fresh virtual environments (needs the package
-index, so it is not part of this suite)."""
+"""The notebooks' install cell: the same few lines in every notebook, no URL anywhere in a notebook, a clear error
+without FNETS_SOURCE, and the one requirement it gives pip (fnets from the source, with jax's plugin where the
+runtime has one). benchmarks/notebooks_in_colab.py runs the notebooks, this cell included, in Colab's runtime
+(it needs the package index, so it is not part of this suite)."""
 
 import ast
 import os
@@ -37,12 +37,13 @@ def cell_functions(**fakes) -> dict:
   return namespace
 
 
-def test_every_notebook_has_the_same_install_cell():
+def test_every_notebook_has_the_same_short_install_cell():
   names = list(notebooks())
   assert len(names) == 4
   cell = install_cell()
   assert 'FNETS_SOURCE = ""  # @param {type:"string"}' in cell
-  assert "import fnets" in cell
+  assert cell.rstrip().endswith("import fnets  # first: it sets XLA's CPU flag before JAX starts")
+  assert len(cell.splitlines()) <= 25  # pip resolves; the cell only names what to install
 
 
 def test_no_notebook_holds_a_url():
@@ -62,23 +63,25 @@ def test_without_source_the_cell_says_what_to_set(tmp_path):
   assert "git URL of the fnets repository or of your fork, or to the path of a checkout" in proc.stderr
 
 
-REQUIREMENTS = ["jax>=0.10.2,<0.11", "flax>=0.12.8,<0.13", "optax>=0.2.8,<0.3", "numpy>=2.0",
-                'array-record>=0.8; sys_platform == "nonesuch"', "matplotlib"]
+def test_the_requirement_names_the_source_and_the_runtimes_jax_plugin(tmp_path):
+  requirement = cell_functions()["fnets_requirement"]
+  checkout = tmp_path / "fnets-src"
+  checkout.mkdir()
+  assert requirement(str(checkout), {"jax", "numpy"}) == f"fnets[notebooks] @ {checkout.as_uri()}"
+  # Colab's GPU runtime has jax with its CUDA plugin: pip replaces both, at one version.
+  assert requirement("https://host/me/fnets.git", {"jax", "jax-cuda12-plugin"}) == (
+      "fnets[notebooks,cuda12] @ git+https://host/me/fnets.git")
+  assert requirement("git+ssh://host/fnets", {"jax", "libtpu"}) == "fnets[notebooks,tpu] @ git+ssh://host/fnets"
 
 
-def test_only_missing_requirements_are_installed_and_installed_ones_kept():
-  installed = {"jax": "0.4.30", "jax-cuda12-plugin": "0.4.30", "flax": "0.12.9", "numpy": "2.1.0"}
-  cell = cell_functions(_version=installed.get)
-  install, kept = cell["_to_install"](REQUIREMENTS, False)
-  assert install == ["optax>=0.2.8,<0.3", "matplotlib"]  # missing; the marker excludes array-record
-  assert kept == ["jax 0.4.30 (fnets is tested with jax<0.11,>=0.10.2)"]
-
-
-def test_upgrade_installs_out_of_range_jax_with_its_accelerator_plugin():
-  for plugin, extra in (("jax-cuda12-plugin", "cuda12"), ("libtpu", "tpu")):
-    installed = {"jax": "0.4.30", plugin: "0.4.30", "flax": "0.12.9", "numpy": "2.1.0"}
-    install, kept = cell_functions(_version=installed.get)["_to_install"](REQUIREMENTS, True)
-    assert install == [f"jax[{extra}]<0.11,>=0.10.2", "optax>=0.2.8,<0.3", "matplotlib"] and kept == []
-  installed = {"jax": "0.4.30", "numpy": "1.26.4"}
-  install, kept = cell_functions(_version=installed.get)["_to_install"](REQUIREMENTS, True)
-  assert install == ["jax>=0.10.2,<0.11", "flax>=0.12.8,<0.13", "optax>=0.2.8,<0.3", "numpy>=2.0", "matplotlib"]
+def test_the_requirement_is_one_pip_installs(tmp_path):
+  """pip reads the cell's requirement for a checkout as this checkout's fnets with the extras it asked for."""
+  requirement = cell_functions()["fnets_requirement"](ROOT, {"jax-cuda13-plugin"})
+  proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps",
+                         "--report", str(tmp_path / "report.json"), "--quiet", requirement],
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  import json
+  (item,) = json.load(open(tmp_path / "report.json"))["install"]
+  assert item["metadata"]["name"] == "fnets" and sorted(item["requested_extras"]) == ["cuda13", "notebooks"]
+  assert item["download_info"]["url"] == f"file://{ROOT}"

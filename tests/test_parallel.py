@@ -212,8 +212,8 @@ def test_two_processes_stop_together_resume_and_evaluate(runs, tmp_path):
   workdir = tmp_path / "stopped"
   procs = start_pair(LONG_CNN, workdir, tmp_path)
   begin = time.time()
-  while not (workdir / "checkpoints" / "20").exists():
-    assert all(p.poll() is None for p in procs) and time.time() - begin < 300, pair_logs(tmp_path)
+  while not (workdir / "checkpoints" / "20").exists():  # (the limit only catches a hang: a loaded machine is slow)
+    assert all(p.poll() is None for p in procs) and time.time() - begin < 900, pair_logs(tmp_path)
     time.sleep(0.02)
   procs[1].send_signal(signal.SIGTERM)
   stopped_at = []

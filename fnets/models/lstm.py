@@ -41,7 +41,7 @@ import functools
 from typing import NamedTuple
 
 import jax
-import jax.extend
+import jax.extend.core
 import jax.numpy as jnp
 from jax.interpreters import ad, batching, mlir
 
@@ -224,10 +224,8 @@ def _linear_impl(*leaves, tree, unroll):
 
 
 def _linear_abstract_eval(*avals, tree, unroll):
-  (_, U, _, x_DxTxB, _, c0, h0, *_), _ = jax.tree.unflatten(tree, avals)
-  _, T, B = x_DxTxB.shape
-  return [jax.core.ShapedArray((U.shape[0], T, B), U.dtype), jax.core.ShapedArray(c0.shape, c0.dtype),
-          jax.core.ShapedArray(h0.shape, h0.dtype)]
+  shapes = jax.eval_shape(functools.partial(_linear_impl, tree=tree, unroll=unroll), *avals)
+  return [jax.typeof(s) for s in shapes]
 
 
 def _linear_transpose(cotangents, *leaves, tree, unroll):
