@@ -96,6 +96,9 @@ def main(argv):
   from fnets import loop, parallel, run_log, runs  # (imports JAX: after the flags are known to be good)
   run_log.show_console()
   try:
+    if FLAGS.workdir is not None and not FLAGS.workdir.strip():
+      raise UsageError("--workdir= is empty: give the run's directory (--workdir=DIR), or leave the flag out for "
+                       "/tmp/fnets_runs/NAME")
     spec = config_flags.get_config_filename(FLAGS["config"]) if FLAGS["config"].present else None
     if FLAGS.mode != "train" and FLAGS.workdir and spec is None:
       config = runs.recorded_config(FLAGS.workdir)  # --mode=eval --workdir=DIR: the run's own config

@@ -113,8 +113,7 @@ def test_startup():
 
 
 def test_jax_versions():
-  """One interpreter given twice, as the oldest and the newest install would be: every figure, every ratio."""
-  out = bench("jax_versions.py", f"--python={sys.executable}", f"--python={sys.executable}", "--smoke")
-  assert re.search(r"cnn_cifar b16\n(.*flag on .*\n.*flag off .*\n){2}", out), out
+  """This interpreter (the benchmark takes two installs, oldest and newest): every figure, the flag's ratio."""
+  out = bench("jax_versions.py", f"--python={sys.executable}", "--smoke")
+  assert re.search(r"cnn_cifar b16\n.*flag on .*\n.*flag off .*\n.*flag off / .*flag on: [\d.]+x", out), out
   assert "LSTM grad B16 H64 scan, T=8: us per time step" in out and "LSTM LM large" in out, out
-  assert out.count("(median of per-round ratios)") >= 4, out

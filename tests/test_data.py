@@ -116,7 +116,7 @@ def test_validation_is_held_out_from_train(mock_tfds, tmp_path, monkeypatch):
 
   import tensorflow_datasets as tfds
   asked, real = [], tfds_source.open_source
-  monkeypatch.setattr(tfds_source, "open_source", lambda name, d, splits: asked.append(splits) or real(name, d, splits))
+  monkeypatch.setattr(tfds_source, "open_source", lambda name, d, splits, f: asked.append(splits) or real(name, d, splits, f))
   images.load("mnist", str(tmp_path), validation_percent=10)
   (train_spec, validation_spec), = asked
   for n in (7, 64, 50_000, 60_000):
@@ -133,7 +133,7 @@ def test_validation_is_held_out_from_train(mock_tfds, tmp_path, monkeypatch):
 def test_missing_dataset_offline_names_data_dir_and_data_extra(tmp_path, monkeypatch):
   monkeypatch.setattr(tfds_source, "_online", lambda: False)
   with pytest.raises(tfds_source.DataError) as error:
-    tfds_source.open_source("mnist", str(tmp_path), ("train",))
+    tfds_source.open_source("mnist", str(tmp_path), ("train",), images.FEATURES)
   message = str(error.value)
   assert "\n" not in message
   assert f"mnist 3.0.1 is not prepared in {tmp_path}" in message and "no network" in message
@@ -149,7 +149,7 @@ def test_missing_dataset_without_tensorflow_names_data_extra_before_downloading(
   monkeypatch.setattr(tfds_source.tfds.core.DatasetBuilder, "download_and_prepare",
                       lambda *args, **kwargs: pytest.fail("download_and_prepare was called"))
   with pytest.raises(tfds_source.DataError) as error:
-    tfds_source.open_source("mnist", str(tmp_path), ("train",))
+    tfds_source.open_source("mnist", str(tmp_path), ("train",), images.FEATURES)
   message = str(error.value)
   assert "\n" not in message
   assert f"mnist 3.0.1 is not prepared in {tmp_path}" in message and "needs TensorFlow, which is not installed" in message

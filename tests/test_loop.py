@@ -122,13 +122,13 @@ def test_the_test_split_is_read_only_for_the_final_records(mock_tfds, monkeypatc
   workdir = str(tmp_path / "run")
   opened, real = [], tfds_source.open_source
 
-  def open_source(name, data_dir, splits):
+  def open_source(name, data_dir, splits, features):
     if "test" in splits:
       records = read_metrics(workdir)
       assert [r["step"] for r in records if r["split"] == "eval"] == [4, 8]  # every evaluation done
       assert not [r for r in records if r["split"].startswith("test")]
     opened.append(splits)
-    return real(name, data_dir, splits)
+    return real(name, data_dir, splits, features)
 
   monkeypatch.setattr(tfds_source, "open_source", open_source)
   config = config_lib.override(cnn_mnist.get_config(), [

@@ -3,6 +3,7 @@ a .npz (npz:PATH). The tests write the data they use."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -116,7 +117,7 @@ def test_image_folder_trains_with_its_classes_held_out_and_test_split(tmp_path, 
 def test_folder_is_decoded_once_and_resized_on_request(tmp_path, monkeypatch):
   root = write_folder(tmp_path / "mixed", per_class=4)
   Image.new("RGB", (12, 10)).save(root / "dog" / "wide.png")
-  with pytest.raises(DataError, match=r"wide.png is 12×10 where .* is 8×8: resize it or set --config.image_size=N"):
+  with pytest.raises(DataError, match=r"wide.png is 12×10 pixels where .* is 8×8: resize it or set --config.image_size=N"):
     images.load(f"folder:{root}", validation_percent=0)
   first = images.load(f"folder:{root}", validation_percent=0, image_size=6)
   assert first.train.images_NHWC.shape == (13, 6, 6, 3)
@@ -189,3 +190,122 @@ def test_bad_own_data_from_the_command_line_is_one_line(tmp_path):
   assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
   assert "holds 1 class folder (cat); a classifier needs at least 2" in proc.stderr
   assert not (tmp_path / "run").exists()
+
+
+def write_png(path, image):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  image.save(path)
+  return path
+
+
+def test_a_folder_of_mixed_modes_is_one_mode_and_16_bit_images_are_scaled(tmp_path):
+  """L, RGB, RGBA, P and 16-bit grey images of one size: RGB for all (transparent pixels onto white), 16-bit
+  values scaled to 8 bits; a folder without colour stays grey; AppleDouble files (._NAME) are not images."""
+  rgb = np.zeros((8, 8, 3), np.uint8)
+  rgb[..., 0] = 200  # red
+  root = tmp_path / "mixed"
+  write_png(root / "a" / "rgb.png", Image.fromarray(rgb, "RGB"))
+  write_png(root / "a" / "grey.png", Image.new("L", (8, 8), 77))
+  clear = Image.new("RGBA", (8, 8), (10, 20, 30, 0))  # fully transparent
+  write_png(root / "b" / "clear.png", clear)
+  write_png(root / "b" / "palette.png", Image.fromarray(rgb, "RGB").convert("P"))
+  write_png(root / "b" / "deep.png", Image.fromarray(np.full((8, 8), 128 * 257, np.uint16)))  # mode I;16
+  (root / "b" / "._deep.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+  data = image_files.read_folder(str(root))
+  x, y = data["train"]
+  assert x.shape == (5, 8, 8, 3) and list(y) == [0, 0, 1, 1, 1]
+  by_name = dict(zip(["grey", "rgb", "clear", "deep", "palette"], x))
+  assert (by_name["grey"] == 77).all() and (by_name["rgb"][..., 0] == 200).all()
+  assert (by_name["clear"] == 255).all()  # onto white
+  assert (by_name["deep"] == 128).all()  # not clipped to 255
+  grey_root = tmp_path / "grey"
+  write_png(grey_root / "a" / "0.png", Image.new("L", (8, 8), 3))
+  write_png(grey_root / "b" / "0.png", Image.fromarray(np.full((8, 8), 65535, np.uint16)))
+  x, _ = image_files.read_folder(str(grey_root))["train"]
+  assert x.shape == (2, 8, 8, 1) and x[0].max() == 3 and x[1].min() == 255
+
+
+def test_photos_are_turned_upright_and_cmyk_becomes_rgb(tmp_path):
+  exif = Image.Exif()
+  exif[0x0112] = 6  # EXIF orientation: rotate 90° to view
+  Image.new("RGB", (8, 4), (0, 90, 0)).save(tmp_path / "turned.jpg", exif=exif)
+  Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+  turned, colour = image_files._decode_one(str(tmp_path / "turned.jpg"), 0)
+  assert turned.shape == (8, 4, 3) and colour
+  cmyk, colour = image_files._decode_one(str(tmp_path / "cmyk.jpg"), 0)
+  assert cmyk.shape == (8, 8, 3) and colour and cmyk[..., 0].mean() > 200 and cmyk[..., 1].mean() < 60
+
+
+def test_damaged_images_links_and_cache_entries(tmp_path, monkeypatch):
+  root = write_folder(tmp_path / "ok", per_class=2)
+  first = image_files.read_folder(str(root))["train"][0]
+  entry = image_files._cache_path(str(root), image_files._list_split(str(root), "train")[0], 0)
+  open(entry, "w").close()  # emptied, as by a full disk
+  np.testing.assert_array_equal(image_files.read_folder(str(root))["train"][0], first)  # decoded again
+  assert os.path.getsize(entry) > 0
+  looped = write_folder(tmp_path / "looped", per_class=2)
+  os.symlink(looped / "cat" / "y.png", looped / "cat" / "x.png")
+  os.symlink(looped / "cat" / "x.png", looped / "cat" / "y.png")
+  with pytest.raises(DataError, match=r"image .*cat/x.png cannot be read \(Too many levels of symbolic links\)"):
+    image_files.read_folder(str(looped))
+  import PIL.Image
+  monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 10)  # so that an 8×8 image is a decompression bomb
+  with pytest.raises(DataError, match=r"image .*cat/000.png is too large to decode safely .*: replace or remove it"):
+    image_files.read_folder(str(write_folder(tmp_path / "bomb", per_class=2)))
+
+
+def test_npz_files_that_are_not_arrays_are_named(tmp_path):
+  def error(path):
+    with pytest.raises(DataError) as caught:
+      image_files.read_npz(str(path))
+    assert "pickle" not in str(caught.value).replace("unpickling", "")  # no advice to load with pickle
+    return str(caught.value)
+
+  objects = tmp_path / "objects.npz"
+  np.savez(objects, x_train=np.array([np.zeros((2, 2)), "x"], dtype=object), y_train=np.array([0, 1]))
+  assert "x_train is an array of Python objects, which fnets does not load" in error(objects)
+  whole = tmp_path / "whole.npz"
+  np.savez(whole, x_train=np.zeros((4, 2, 2), np.uint8), y_train=np.array([0, 1, 0, 1]))
+  cut = tmp_path / "cut.npz"
+  cut.write_bytes(whole.read_bytes()[:300])
+  assert f"{cut} is a damaged .npz" in error(cut)
+  csv = tmp_path / "table.npz"
+  csv.write_text("x,y\n1,2\n")
+  assert f"{csv} is not a .npz file (it starts with b'x,y\\n'" in error(csv)
+  negative = tmp_path / "negative.npz"
+  np.savez(negative, x_train=np.zeros((3, 2, 2), np.uint8), y_train=np.array([0, -1, 1]))
+  assert "y_train holds the label -1; labels are the classes' indices 0..K-1, never negative" in error(negative)
+
+
+def test_text_in_utf16_and_utf32_and_an_empty_file(tmp_path):
+  for encoding in ("utf-16", "utf-32", "utf-8-sig"):  # each with its byte-order mark, as Notepad saves
+    path = tmp_path / f"{encoding}.txt"
+    path.write_bytes(TEXT.encode(encoding))
+    parts = text.read_text_file(str(path))
+    assert "".join(parts.values()) == TEXT
+  no_bom = tmp_path / "no_bom.txt"
+  no_bom.write_bytes(TEXT.encode("utf-16-le"))
+  with pytest.raises(DataError, match=r"looks like UTF-16 \(NUL bytes\); convert it, e\.g\. iconv -f utf-16le"):
+    text.read_text_file(str(no_bom))
+  empty = tmp_path / "empty.txt"
+  empty.write_bytes(b"")
+  with pytest.raises(DataError, match=rf"{empty} is empty; give a file with the text to learn"):
+    text.read_text_file(str(empty))
+
+
+def test_a_damaged_or_foreign_vocab_json_is_one_line_and_changes_nothing(tmp_path):
+  from fnets.tasks import char_lm
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text(TEXT, encoding="utf-8")
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  for content, needle in (('{"chars": "ab', "vocab.json is damaged (JSONDecodeError"),
+                          ('{"letters": "ab"}', "vocab.json is damaged (KeyError"),
+                          ('{"chars": "aab"}', "is not a vocabulary"),
+                          ('{"chars": "xyz"}', "does not fit tiny_shakespeare")):
+    (workdir / "vocab.json").write_text(content)
+    config = lm_config(corpus) if "fit" not in needle else lm_config(corpus, "--config.dataset=tiny_shakespeare")
+    texts = None if "fit" not in needle else {"train": TEXT, "validation": TEXT[:50], "test": TEXT[:50]}
+    with pytest.raises(DataError, match=re.escape(needle)):
+      char_lm.setup(config, texts=texts, workdir=str(workdir))
+    assert (workdir / "vocab.json").read_text() == content and os.listdir(workdir) == ["vocab.json"]

@@ -25,6 +25,7 @@ from fnets.errors import DataError
 from fnets.files import write_atomic
 
 TTA = ("none", "flip", "flip_translate")
+FEATURES = ("image", "label")  # what a TFDS dataset must have for image classification
 
 def check(config) -> None:
   """The fields the image pipeline reads: augmentation, test-time augmentation, the held-out split."""
@@ -82,7 +83,7 @@ class ImageDataset:
     and --mode=eval."""
     if self.test is not None or ":" in self.name:
       return self.test
-    return _read_split(tfds_source.open_source(self.name, self.data_dir, ("test",))["test"])
+    return _read_split(tfds_source.open_source(self.name, self.data_dir, ("test",), FEATURES)["test"])
 
 
 def _read_split(source) -> ImageSplit:
@@ -122,7 +123,7 @@ def load(name: str, data_dir: str | None = None, validation_percent: int = 10, i
     raise DataError(f"--config.dataset={name}: unknown kind {kind!r}; give a TFDS name, folder:PATH or npz:PATH")
   p = validation_percent
   splits = {"train": f"train[:{100 - p}%]", "validation": f"train[{100 - p}%:]"} if p else {"train": "train"}
-  sources = tfds_source.open_source(name, data_dir, tuple(splits.values()))
+  sources = tfds_source.open_source(name, data_dir, tuple(splits.values()), FEATURES)
   train = _read_split(sources[splits["train"]])
   validation = _read_split(sources[splits["validation"]]) if p else None
   num_classes = sources[splits["train"]].dataset_info.features["label"].num_classes

@@ -2,6 +2,7 @@
 (`text:PATH`); training windows read as contiguous streams (truncated BPTT), random windows for experiments on
 pure functions, evaluation chunks in order."""
 
+import codecs
 import dataclasses
 import os
 
@@ -33,6 +34,28 @@ class Vocab:
     return "".join(self.chars[i] for i in np.asarray(ids).reshape(-1))
 
 
+# Byte-order marks, longest first (UTF-32-LE's begins with UTF-16-LE's).
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def decode(raw: bytes, path: str) -> str:
+  """The text of a file: UTF-8, or UTF-8/16/32 by its byte-order mark (as Windows' Notepad saves "Unicode")."""
+  encoding = next((name for bom, name in _BOMS if raw.startswith(bom)), "utf-8")
+  try:
+    return raw.decode(encoding)
+  except UnicodeDecodeError as e:
+    if encoding != "utf-8":
+      fix = f"it starts with a {encoding.upper()} byte-order mark but is not {encoding.upper()} after it"
+    elif b"\x00" in raw[:4096]:  # NUL bytes: UTF-16 or UTF-32 without a byte-order mark
+      fix = f"it looks like UTF-16 (NUL bytes); convert it, e.g. iconv -f utf-16le -t utf-8 {path} > out.txt"
+    else:
+      fix = (f"if it is Latin-1 or Windows-1252, convert it, e.g. iconv -f cp1252 -t utf-8 {path} > out.txt "
+             f"(file -i {path} guesses its encoding)")
+    raise DataError(f"{path} is not {encoding.removesuffix('-sig').upper()}: byte 0x{raw[e.start]:02x} at byte "
+                    f"offset {e.start} ({e.reason}); {fix}") from None
+
+
 def read_text_file(path: str, fractions=(0.9, 0.05, 0.05)) -> dict[str, str]:
   """{"train", "validation", "test": text}: contiguous blocks of a UTF-8 file, by `fractions` of its characters."""
   try:
@@ -40,12 +63,9 @@ def read_text_file(path: str, fractions=(0.9, 0.05, 0.05)) -> dict[str, str]:
       raw = f.read()
   except OSError as e:
     raise DataError(f"--config.dataset=text:{path}: {e.strerror}; give the path of a UTF-8 text file") from None
-  try:
-    text = raw.decode("utf-8")
-  except UnicodeDecodeError as e:
-    raise DataError(f"{path} is not UTF-8: byte 0x{raw[e.start]:02x} at byte offset {e.start} ({e.reason}); "
-                    f"convert it, e.g. iconv -f latin1 -t utf-8 {path} > out.txt") from None
-  text = text.removeprefix("\ufeff")  # a byte-order mark is not text
+  text = decode(raw, path)
+  if not text.strip():
+    raise DataError(f"{path} is {'empty' if not text else 'only white space'}; give a file with the text to learn")
   ends = np.cumsum(fractions) / np.sum(fractions) * len(text)
   train_end, validation_end = int(ends[0]), int(ends[1])
   return {"train": text[:train_end], "validation": text[train_end:validation_end], "test": text[validation_end:]}
@@ -57,7 +77,7 @@ def load_text(name: str, data_dir: str | None, splits=("train", "validation", "t
   a file of yours, `text:PATH` (`read_text_file`)."""
   if name.startswith("text:"):
     return read_text_file(name.removeprefix("text:"), fractions)
-  sources = tfds_source.open_source(name, data_dir, splits)
+  sources = tfds_source.open_source(name, data_dir, splits, ("text",))
   out = {}
   for split, source in sources.items():
     texts = [example["text"] for example in tfds_source.read_all(source)]

@@ -5,6 +5,7 @@ prepared only after a quick connectivity check and where TensorFlow is installed
 needs it; fnets' `data` extra installs it), and otherwise raises `DataError` saying how to provide it.
 """
 
+import difflib
 import importlib.util
 import os
 import socket
@@ -39,14 +40,23 @@ def _tensorflow_installed() -> bool:
   return importlib.util.find_spec("tensorflow") is not None
 
 
-def open_source(name: str, data_dir: str | None, splits: tuple[str, ...]) -> dict:
-  """Returns {split: random-access source of example dicts} for TFDS dataset `name` (e.g. 'cifar10').
-  A split may be a TFDS slice such as 'train[:90%]'."""
+def open_source(name: str, data_dir: str | None, splits: tuple[str, ...], features: tuple[str, ...]) -> dict:
+  """Returns {split: random-access source of example dicts} for TFDS dataset `name` (e.g. 'cifar10'), whose
+  examples must have `features` (the task's: image and label, or text). A split may be a TFDS slice such as
+  'train[:90%]'."""
   data_dir = resolve_data_dir(data_dir)
   try:
     builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise DataError(f"TFDS has no dataset named {name!r}: {e}") from None
+  except tfds.core.registered.DatasetNotFoundError:
+    close = difflib.get_close_matches(name, tfds.list_builders(with_community_datasets=False), n=3)
+    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    raise DataError(f"TFDS has no dataset named {name!r}: {hint}its names are listed by python -c \"import "
+                    f"tensorflow_datasets as t; print(t.list_builders(with_community_datasets=False))\"; files of your own: text:PATH, "
+                    f"folder:PATH, npz:PATH") from None
+  if missing := [f for f in features if f not in builder.info.features]:
+    raise DataError(f"{name}'s examples have {', '.join(sorted(builder.info.features))}, not "
+                    f"{' and '.join(missing)}, which this experiment needs: give a dataset with "
+                    f"{' and '.join(features)} (or an experiment for {name}'s kind of data; see --list)")
   where = os.path.join(data_dir, name, str(builder.version))
   if not builder.is_prepared():
     # One line each: what is missing, where, and the commands that provide it.

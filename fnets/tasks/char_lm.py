@@ -20,7 +20,7 @@ import optax
 from fnets import config as config_lib
 from fnets import models, optim, parallel, sweeps
 from fnets.data import text as text_data
-from fnets.errors import ConfigError
+from fnets.errors import ConfigError, DataError
 from fnets.run_log import console
 from fnets.state import Task, TrainState
 
@@ -109,7 +109,11 @@ def load_data(config, mesh, texts: dict[str, str] | None = None, vocab: text_dat
   parallel.check_divisible("eval_streams", config.eval_streams, mesh)
   texts = texts or text_data.load_text(config.dataset, config.data_dir or None, SPLITS, config.text_fractions)
   vocab = vocab or text_data.Vocab.from_text(texts["train"], unknown=config.dataset.startswith("text:"))
-  ids = {split: vocab.encode(text) for split, text in texts.items()}
+  try:
+    ids = {split: vocab.encode(text) for split, text in texts.items()}
+  except ValueError as e:  # only a saved vocabulary can lack characters of the text
+    raise DataError(f"the run's saved vocabulary (vocab.json) does not fit {config.dataset}: {e}; this workdir "
+                    f"was trained on other text: give its dataset, or start again with --fresh") from None
   if (config.batch_size + 1) * config.seq_len >= len(ids["train"]):
     raise ConfigError(f"--config.batch_size={config.batch_size} streams of --config.seq_len={config.seq_len} "
                       f"characters and a spare window do not fit the {len(ids['train']):,} characters of the train "
@@ -187,8 +191,16 @@ def saved_vocab(workdir: str | None) -> text_data.Vocab | None:
   path = os.path.join(workdir, "vocab.json") if workdir else ""
   if not os.path.isfile(path):
     return None
-  with open(path) as f:
-    return text_data.Vocab(json.load(f)["chars"])
+  fix = "restore it from a copy of the run, or start the run again with --fresh (which moves the old one aside)"
+  try:
+    with open(path, encoding="utf-8") as f:
+      chars = json.load(f)["chars"]
+  except (OSError, ValueError, KeyError, TypeError) as e:  # (JSONDecodeError and UnicodeDecodeError: ValueError)
+    raise DataError(f"{path} is damaged ({type(e).__name__}: {e}): {fix}") from None
+  if not isinstance(chars, str) or len(chars) < 2 or len(set(chars)) != len(chars):
+    raise DataError(f"{path} is not a vocabulary (its \"chars\" must be a string of 2 or more distinct "
+                    f"characters): {fix}")
+  return text_data.Vocab(chars)
 
 
 def setup(config: ml_collections.ConfigDict, texts: dict[str, str] | None = None, workdir: str | None = None) -> Task:
