@@ -116,6 +116,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, fresh
                  f", each of {len(task.members)} sweep members" if task.members else "",
                  task.summary, task.total_steps, f", resumed at step {step}" if step else "", workdir)
     members = [{"member": k, "sweep": values} for k, values in enumerate(task.members)] or None
+    best_metrics = lambda val: (  # what the best checkpoint is chosen by: a sweep's, its members' mean
+        {task.best_metric: float(np.mean([m[task.best_metric] for m in val]))} if members else val)
     window, val = TrainWindow(log, task.items_per_step * len(members or [0]), task.rate_name, members), None
     epoch = lambda: {"epoch": step / task.steps_per_epoch} if task.steps_per_epoch else {}
     profile = profile_window(config.profile_steps)
@@ -136,12 +138,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, fresh
           window.write(step, epoch())
         evaluated = None
         if task.eval_every_steps and (step % task.eval_every_steps == 0 or last):
-          evaluated = val = task.evaluate(state, "validation")
-          if members:  # (the best checkpoint of a sweep: by the members' mean)
+          val = task.evaluate(state, "validation")
+          if members:
             log.write(step, "eval", [{**m, **epoch()} for m in val], members)
-            evaluated = {task.best_metric: float(np.mean([m[task.best_metric] for m in val]))}
           else:
             log.write(step, "eval", {**val, **epoch()})
+          evaluated = best_metrics(val)
           window.restart_clock()
         signum = stop.agreed()  # the same answer on every process: they save the same step together
         # A stop at an evaluating step saves after the evaluation, so that a resumed run neither skips nor repeats
@@ -154,11 +156,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, fresh
           raise runs.Preempted(step, signum)
 
     # --- Final records: the test split is read here for the first time (data of your own may have none).
+    if val is None and task.eval_every_steps:
+      # Resumed at the last step (killed in this stage): the last evaluation is in the records, not in memory;
+      # it is evaluated again, the same values, and the best checkpoint saved if the kill came before it was.
+      val = task.evaluate(state, "validation")
+      checkpoints.save(step, state, best_metrics(val))
     if members:
       return sweep_result(config, task, state, val, log, workdir, step)
     test = task.evaluate(state, "test")
     if test is not None:
       log.write(step, "test", test)
+      runs.crash_point("after_test")
     best_step = checkpoints.best_step()
     test_best = None
     if best_step is not None and test is not None:
@@ -187,6 +195,7 @@ def sweep_result(config, task: Task, state, val: list[dict] | None, log: RunLog,
   test = task.evaluate(take(state, chosen), "test")
   if test is not None:
     log.write(step, "test", test, [{"member": k, "sweep": task.members[k]} for k in chosen])
+    runs.crash_point("after_test")
     summary["test"] = {m: sweeps.stats([t[m] for t in test]) for m, v in test[0].items() if isinstance(v, float)}
   if parallel.is_primary():
     runs.write_json(os.path.join(workdir, "sweep.json"), summary)

@@ -27,6 +27,14 @@ from fnets.files import write_atomic
 from fnets.state import by_path, path_name
 
 
+def crash_point(name: str) -> None:
+  """A point between two writes of a run (after_latest_save:STEP, after_best_save:STEP, after_test).
+  FNETS_CRASH_AT=NAME kills the process there (SIGKILL, as a preemption without warning would), for checking that a
+  resume from there ends as an uninterrupted run."""
+  if os.environ.get("FNETS_CRASH_AT") == name:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Preempted(Exception):
   def __init__(self, step: int, signum: int):
     super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}")
@@ -186,11 +194,14 @@ class Checkpoints:
     return self._best.best_step()
 
   def save(self, step: int, state, eval_metrics: dict | None = None):
-    if step in self._latest.all_steps():
-      return
-    self._latest.save(step, args=ocp.args.StandardSave(state))
-    if eval_metrics is not None:
+    """The latest checkpoint, and with `eval_metrics` the best one's candidate: each only if not saved yet, so
+    that a run resumed between the two saves makes the second."""
+    if step not in self._latest.all_steps():
+      self._latest.save(step, args=ocp.args.StandardSave(state))
+    crash_point(f"after_latest_save:{step}")
+    if eval_metrics is not None and step not in self._best.all_steps():
       self._best.save(step, args=ocp.args.StandardSave(state), metrics=eval_metrics)
+      crash_point(f"after_best_save:{step}")
 
   def restore(self, like, best: bool = False):
     """The latest (or best) saved state shaped like `like`, or None if there is none."""

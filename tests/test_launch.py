@@ -16,8 +16,8 @@ SMOKE = ["--config.batch_size=16", "--config.eval_batch_size=24", "--config.max_
          "--config.log_every_steps=1"]
 
 
-def launch(*args, offline=False, real=False, timeout=300):
-  env = {**os.environ, "PYTHONPATH": ROOT}
+def launch(*args, offline=False, real=False, timeout=300, env=None):
+  env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
   if offline:
     env["FNETS_OFFLINE"] = "1"
   script = "launch.py" if real else os.path.join("tests", "mocked_launch.py")

@@ -87,6 +87,31 @@ def test_killed_run_resumes_bitwise(uninterrupted, tmp_path):
   assert len(json.load(open(os.path.join(workdir, "run.json")))) == 2  # one record per start
 
 
+# The points of a run's last stage, between two of its writes (runs.crash_point), in their order.
+END_STAGE = ("after_latest_save:{last}", "after_best_save:{last}", "after_test")
+
+
+def crash_through_the_end(args, workdir, last):
+  """Runs `args` killed (SIGKILL, FNETS_CRASH_AT) at each point of its last stage in turn, each start resuming the
+  one before, then once more to the end."""
+  for point in END_STAGE:
+    proc = launch(*args, f"--workdir={workdir}", env={"FNETS_CRASH_AT": point.format(last=last)})
+    assert proc.returncode == -signal.SIGKILL, (point, proc.returncode, proc.stderr[-3000:])
+  proc = launch(*args, f"--workdir={workdir}")
+  assert proc.returncode == 0 and f"resumed at step {last}" in proc.stderr, proc.stderr[-3000:]
+
+
+def listing(directory):
+  return sorted(os.listdir(directory))
+
+
+def test_a_run_killed_at_each_point_of_its_last_stage_ends_as_one_never_killed(uninterrupted, tmp_path):
+  workdir = str(tmp_path / "crashed")
+  crash_through_the_end(TINY, workdir, TOTAL_STEPS)
+  assert_same_run(workdir, uninterrupted)  # eval, test and test_best records; final parameters, bitwise
+  assert listing(os.path.join(workdir, "best")) == listing(os.path.join(uninterrupted, "best"))
+
+
 def test_sigterm_saves_then_the_same_command_resumes(uninterrupted, tmp_path):
   workdir = str(tmp_path / "preempted")
   proc = popen(workdir, tmp_path / "log.txt")

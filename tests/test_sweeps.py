@@ -12,7 +12,7 @@ from fnets import config as config_lib
 from fnets import loop, runs, sweeps
 from fnets.experiments import cnn_mnist, lstm_shakespeare
 from test_launch import launch, read_metrics
-from test_runs import popen, saved_steps, wait_for_checkpoint
+from test_runs import crash_through_the_end, listing, popen, saved_steps, wait_for_checkpoint
 
 SMALL_CNN = ["--config.batch_size=16", "--config.num_epochs=2", "--config.log_every_steps=2", "--config.augment=true",
              "--config.model.conv_features=(4,8)", "--config.model.pool_after=(1,)",
@@ -160,6 +160,19 @@ def test_killed_sweep_resumes_bitwise(finished_sweep, tmp_path):
   for a, b in zip(jax.tree.leaves(final_state(workdir)), jax.tree.leaves(final_state(reference)), strict=True):
     assert np.array_equal(a, b)
   assert json.load(open(os.path.join(workdir, "sweep.json"))) == json.load(open(os.path.join(reference, "sweep.json")))
+
+
+def test_a_sweep_killed_at_each_point_of_its_last_stage_ends_as_one_never_killed(finished_sweep, tmp_path):
+  workdir = str(tmp_path / "crashed")
+  last = max(r["step"] for r in read_metrics(finished_sweep))
+  crash_through_the_end(SWEEP_RUN, workdir, last)
+  strip = lambda records: [{k: v for k, v in r.items() if k != "examples_per_sec"} for r in records]
+  assert strip(read_metrics(workdir)) == strip(read_metrics(finished_sweep))
+  assert json.load(open(os.path.join(workdir, "sweep.json"))) == json.load(open(os.path.join(finished_sweep,
+                                                                                              "sweep.json")))
+  assert listing(os.path.join(workdir, "best")) == listing(os.path.join(finished_sweep, "best"))
+  for a, b in zip(jax.tree.leaves(final_state(workdir)), jax.tree.leaves(final_state(finished_sweep)), strict=True):
+    assert np.array_equal(a, b)
 
 
 def test_chunk_size_from_the_compiled_steps_memory():
