@@ -95,16 +95,24 @@ def _check_creatable(workdir: str) -> None:
     path = os.path.dirname(path)
   if not os.path.isdir(path):
     raise RunError(f"--workdir={workdir}: {path} is a file, not a directory; choose another --workdir")
+  made = []
   try:
     for directory in reversed(missing):
-      os.mkdir(directory)
+      try:
+        os.mkdir(directory)
+        made.append(directory)
+      except FileExistsError:  # made meanwhile by another process of the same run: it is its to keep
+        if not os.path.isdir(directory):
+          raise
   except OSError as e:
     raise RunError(f"--workdir={workdir} cannot be created ({e.strerror}: {e.filename}); choose another "
                    f"--workdir") from None
   finally:
-    for directory in missing:
-      if os.path.isdir(directory):
+    for directory in reversed(made):
+      try:
         os.rmdir(directory)
+      except OSError:  # another process of the run has written into it, or removed it, by now
+        pass
   if not missing and not os.access(workdir, os.W_OK | os.X_OK):
     raise RunError(f"cannot write to workdir {workdir} (it is not writable); choose another --workdir")
 

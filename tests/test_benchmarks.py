@@ -90,9 +90,10 @@ def test_data_parallel():
 
 
 def test_sweep_speed():
-  """The LM (with torch's column where it is installed) and one image model, each with its peak-RSS children."""
-  out = bench("sweep_speed.py", "--smoke", "--rss")
-  for name in ("lm (fused)", "mlp_mnist"):
+  """The LM (with torch's column where it is installed), with its peak-RSS children (the image models' sweep steps
+  are tests/test_sweeps.py's)."""
+  out = bench("sweep_speed.py", "--smoke", "--rss", "--models=lm")
+  for name in ("lm (fused)",):
     assert re.search(re.escape(name) + r" +sweep / sequential [\d.]+x", out), out
     assert re.search(re.escape(name) + r" +XLA step memory .*single [\d.]+ MB, sweep of 2 [\d.]+ MB", out), out
     assert re.search(re.escape(name) + r" +peak RSS of a fresh process .*single \d+ MB, sweep of 2 \d+ MB .*above "
@@ -113,7 +114,7 @@ def test_startup():
 
 
 def test_jax_versions():
-  """This interpreter (the benchmark takes two installs, oldest and newest): every figure, the flag's ratio."""
+  """This interpreter (the benchmark compares two installs, oldest and newest; --smoke runs one child each)."""
   out = bench("jax_versions.py", f"--python={sys.executable}", "--smoke")
-  assert re.search(r"cnn_cifar b16\n.*flag on .*\n.*flag off .*\n.*flag off / .*flag on: [\d.]+x", out), out
-  assert "LSTM grad B16 H64 scan, T=8: us per time step" in out and "LSTM LM large" in out, out
+  assert re.search(r"cnn_cifar b16\n +jax .*, flag on +[\d.]+ ", out), out
+  assert "LSTM grad B16 H64 scan, T=4: us per time step" in out and "LSTM LM small" in out, out

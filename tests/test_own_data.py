@@ -234,6 +234,8 @@ def test_photos_are_turned_upright_and_cmyk_becomes_rgb(tmp_path):
   assert turned.shape == (8, 4, 3) and colour
   cmyk, colour = image_files._decode_one(str(tmp_path / "cmyk.jpg"), 0)
   assert cmyk.shape == (8, 8, 3) and colour and cmyk[..., 0].mean() > 200 and cmyk[..., 1].mean() < 60
+  path, why = image_files._decode_one(str(tmp_path / "gone.png"), 0)  # listed, then deleted before decoding
+  assert why.startswith("cannot be read as an image (FileNotFoundError")
 
 
 def test_damaged_images_links_and_cache_entries(tmp_path, monkeypatch):
@@ -243,6 +245,13 @@ def test_damaged_images_links_and_cache_entries(tmp_path, monkeypatch):
   open(entry, "w").close()  # emptied, as by a full disk
   np.testing.assert_array_equal(image_files.read_folder(str(root))["train"][0], first)  # decoded again
   assert os.path.getsize(entry) > 0
+  full = write_folder(tmp_path / "full", per_class=2)
+
+  def disk_full(*args):
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(image_files, "write_atomic", disk_full)  # the cache cannot be written: decoded all the same
+  assert image_files.read_folder(str(full))["train"][0].shape == (6, 8, 8, 3)
+  assert not os.path.exists(image_files._cache_path(str(full), image_files._list_split(str(full), "train")[0], 0))
   looped = write_folder(tmp_path / "looped", per_class=2)
   os.symlink(looped / "cat" / "y.png", looped / "cat" / "x.png")
   os.symlink(looped / "cat" / "x.png", looped / "cat" / "y.png")

@@ -112,6 +112,23 @@ def test_a_run_killed_at_each_point_of_its_last_stage_ends_as_one_never_killed(u
   assert listing(os.path.join(workdir, "best")) == listing(os.path.join(uninterrupted, "best"))
 
 
+def test_processes_checking_one_new_workdir_at_once_both_go_on(tmp_path, monkeypatch):
+  """Every process of a multi-process run checks the new workdir: one that finds it made by another meanwhile (or
+  removed again) goes on (before, it died with a FileNotFoundError traceback and left the other waiting)."""
+  from fnets import runs
+  real_mkdir, workdir = os.mkdir, tmp_path / "new" / "run"
+
+  def another_process_was_first(path, *args):
+    real_mkdir(path, *args)
+    raise FileExistsError(17, "File exists", path)
+  monkeypatch.setattr(runs.os, "mkdir", another_process_was_first)
+  runs._check_creatable(str(workdir))
+  assert workdir.is_dir()  # the other process's directories are left to it
+  (tmp_path / "a_file").write_text("")
+  with pytest.raises(runs.RunError, match="is a file, not a directory"):
+    runs._check_creatable(str(tmp_path / "a_file" / "run"))
+
+
 def test_sigterm_saves_then_the_same_command_resumes(uninterrupted, tmp_path):
   workdir = str(tmp_path / "preempted")
   proc = popen(workdir, tmp_path / "log.txt")
