@@ -1,5 +1,7 @@
 """The image pipeline: loading through TFDS, seeded shuffling, full evaluation coverage, augmentation."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -200,3 +202,14 @@ def test_a_damaged_or_unwritable_cache_costs_only_the_decoding(tmp_path, monkeyp
   (tmp_path / "file").write_text("")
   monkeypatch.setattr("fnets.CACHE_DIR", str(tmp_path / "file"))  # a file, not a dir: nothing can be written
   assert len(images._read_split(_Source(10, tmp_path / "toy")).labels_N) == 10
+
+
+def test_a_dataset_name_tfds_lacks_or_of_another_kind_is_named_with_the_fix(tmp_path):
+  with pytest.raises(tfds_source.DataError) as error:
+    tfds_source.open_source("cifar11", str(tmp_path), ("train",), images.FEATURES)
+  assert "TFDS has no dataset named 'cifar11': did you mean 'cifar10_1' or 'cifar10' or 'cifar100'?" in str(error.value)
+  assert str(error.value).count("\n") == 0 and len(str(error.value)) < 400  # not TFDS's whole catalogue
+  with pytest.raises(tfds_source.DataError, match="tiny_shakespeare's examples have text, not image and label, "
+                                                  "which this experiment needs"):
+    tfds_source.open_source("tiny_shakespeare", str(tmp_path), ("train",), images.FEATURES)
+  assert os.listdir(tmp_path) == []

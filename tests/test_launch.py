@@ -224,10 +224,6 @@ def test_malformed_invocations_fail_in_one_line_and_leave_the_run_alone(finished
       (["--experiment=cnn_mnist", *SMOKE, f"--workdir={damaged}"], f"{damaged}/config.json is damaged (JSONDecodeError"),
       (["--mode=eval", f"--workdir={damaged}"], f"{damaged}/config.json is damaged"),
       (["--experiment=cnn_mnist", *SMOKE, "--workdir="], "--workdir= is empty: give the run's directory"),
-      (["--experiment=cnn_mnist", *SMOKE, "--config.dataset=cifar11", f"--workdir={tmp_path / 'c11'}"],
-       "TFDS has no dataset named 'cifar11': did you mean 'cifar10_1' or 'cifar10' or 'cifar100'?"),
-      (["--experiment=cnn_mnist", *SMOKE, "--config.dataset=tiny_shakespeare", f"--workdir={tmp_path / 'ts'}"],
-       "tiny_shakespeare's examples have text, not image and label, which this experiment needs"),
       # A mistake found once the data is read: the new run's directory is not even created.
       (["--experiment=cnn_mnist", "--config.batch_size=100000", f"--workdir={tmp_path / 'new'}"],
        "--config.batch_size=100000 is larger than the 64 training examples"),
@@ -245,7 +241,6 @@ def test_malformed_invocations_fail_in_one_line_and_leave_the_run_alone(finished
     assert proc.returncode == 2, (args, proc.stderr[-2000:])
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], (args, proc.stderr[-2000:])
   assert snapshot(finished_run) == before
-  assert not any((tmp_path / name).exists() for name in ("c11", "ts", "new"))
   assert snapshot(damaged) == damaged_before
   assert not (tmp_path / "new").exists() and not (tmp_path / "mp").exists()
 
