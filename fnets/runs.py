@@ -87,34 +87,21 @@ def _read_json(path: str):
 
 
 def _check_creatable(workdir: str) -> None:
-  """Creates the missing directories of `workdir` and removes them again: a workdir that cannot be created fails
-  here, before any data is read, and the disk is left as it was."""
+  """A workdir that could not be created or written fails here, before any data is read. Nothing is created:
+  every process of a multi-process run checks the same new workdir at once (a trial mkdir and rmdir raced there)."""
   missing, path = [], os.path.abspath(workdir)
   while not os.path.exists(path):
     missing.append(path)
     path = os.path.dirname(path)
   if not os.path.isdir(path):
     raise RunError(f"--workdir={workdir}: {path} is a file, not a directory; choose another --workdir")
-  made = []
-  try:
-    for directory in reversed(missing):
-      try:
-        os.mkdir(directory)
-        made.append(directory)
-      except FileExistsError:  # made meanwhile by another process of the same run: it is its to keep
-        if not os.path.isdir(directory):
-          raise
-  except OSError as e:
-    raise RunError(f"--workdir={workdir} cannot be created ({e.strerror}: {e.filename}); choose another "
-                   f"--workdir") from None
-  finally:
-    for directory in reversed(made):
-      try:
-        os.rmdir(directory)
-      except OSError:  # another process of the run has written into it, or removed it, by now
-        pass
-  if not missing and not os.access(workdir, os.W_OK | os.X_OK):
-    raise RunError(f"cannot write to workdir {workdir} (it is not writable); choose another --workdir")
+  if not os.access(path, os.W_OK | os.X_OK):
+    where = f"cannot be created (Permission denied: {path})" if missing else "is not writable"
+    raise RunError(f"--workdir={workdir} {where}; choose another --workdir")
+  name_max = os.pathconf(path, "PC_NAME_MAX")
+  if too_long := [d for d in missing if len(os.path.basename(d).encode()) > name_max]:
+    raise RunError(f"--workdir={workdir} cannot be created (File name too long: {too_long[-1]}); choose another "
+                   f"--workdir")
 
 
 def check_workdir(workdir: str, config, fresh: bool = False) -> None:

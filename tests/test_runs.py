@@ -87,13 +87,15 @@ def test_killed_run_resumes_bitwise(uninterrupted, tmp_path):
   assert len(json.load(open(os.path.join(workdir, "run.json")))) == 2  # one record per start
 
 
-# The points of a run's last stage, between two of its writes (runs.crash_point), in their order.
-END_STAGE = ("after_latest_save:{last}", "after_best_save:{last}", "after_test")
+# Points of a run's last stage (runs.crash_point), in their order. A start killed at the first resumes without the
+# best save of its last step; it makes it, so the next resumes from the state a kill right after the best save
+# (after_best_save) leaves, and is killed after the test records, which the last start writes again.
+END_STAGE = ("after_latest_save:{last}", "after_test")
 
 
 def crash_through_the_end(args, workdir, last):
-  """Runs `args` killed (SIGKILL, FNETS_CRASH_AT) at each point of its last stage in turn, each start resuming the
-  one before, then once more to the end."""
+  """Runs `args` killed (SIGKILL, FNETS_CRASH_AT) at each point of END_STAGE in turn, each start resuming the one
+  before, then once more to the end."""
   for point in END_STAGE:
     proc = launch(*args, f"--workdir={workdir}", env={"FNETS_CRASH_AT": point.format(last=last)})
     assert proc.returncode == -signal.SIGKILL, (point, proc.returncode, proc.stderr[-3000:])
@@ -112,21 +114,18 @@ def test_a_run_killed_at_each_point_of_its_last_stage_ends_as_one_never_killed(u
   assert listing(os.path.join(workdir, "best")) == listing(os.path.join(uninterrupted, "best"))
 
 
-def test_processes_checking_one_new_workdir_at_once_both_go_on(tmp_path, monkeypatch):
-  """Every process of a multi-process run checks the new workdir: one that finds it made by another meanwhile (or
-  removed again) goes on (before, it died with a FileNotFoundError traceback and left the other waiting)."""
+def test_checking_a_new_workdir_creates_nothing(tmp_path, monkeypatch):
+  """Every process of a multi-process run checks the same new workdir at once: the check creates nothing (a trial
+  mkdir and rmdir made one process see the other's directory, or lose it, and die)."""
   from fnets import runs
-  real_mkdir, workdir = os.mkdir, tmp_path / "new" / "run"
-
-  def another_process_was_first(path, *args):
-    real_mkdir(path, *args)
-    raise FileExistsError(17, "File exists", path)
-  monkeypatch.setattr(runs.os, "mkdir", another_process_was_first)
-  runs._check_creatable(str(workdir))
-  assert workdir.is_dir()  # the other process's directories are left to it
+  monkeypatch.setattr(runs.os, "mkdir", lambda *a, **k: pytest.fail("the check created a directory"))
+  runs._check_creatable(str(tmp_path / "new" / "run"))
+  assert os.listdir(tmp_path) == []
   (tmp_path / "a_file").write_text("")
   with pytest.raises(runs.RunError, match="is a file, not a directory"):
     runs._check_creatable(str(tmp_path / "a_file" / "run"))
+  with pytest.raises(runs.RunError, match=r"cannot be created \(File name too long: "):
+    runs._check_creatable(str(tmp_path / ("x" * 300) / "run"))
 
 
 def test_sigterm_saves_then_the_same_command_resumes(uninterrupted, tmp_path):
