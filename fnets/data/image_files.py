@@ -14,6 +14,7 @@ are composited onto white; 16-bit images are scaled to 8 bits; a photo's EXIF or
 import hashlib
 import multiprocessing
 import os
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -212,7 +213,6 @@ def _labels(y: np.ndarray, name: str, path: str, n: int, num_classes: int | None
 
 def _npz_arrays(path: str):
   """np.load of a .npz, never unpickling, with each way a file can fail to be one as a DataError."""
-  import zipfile
   fix = "write it with numpy.savez(path, x_train=..., y_train=...)"
   try:
     with open(path, "rb") as f:
@@ -232,7 +232,6 @@ def _npz_arrays(path: str):
 
 
 def _npz_array(arrays, key: str, path: str) -> np.ndarray:
-  import zipfile
   try:
     return arrays[key]
   except ValueError:  # numpy refuses an object array without allow_pickle, which fnets never sets

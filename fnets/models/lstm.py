@@ -223,9 +223,11 @@ def _linear_impl(*leaves, tree, unroll):
   return _tangent(*jax.tree.unflatten(tree, leaves), unroll)
 
 
-def _linear_abstract_eval(*avals, tree, unroll):
-  shapes = jax.eval_shape(functools.partial(_linear_impl, tree=tree, unroll=unroll), *avals)
-  return [jax.typeof(s) for s in shapes]
+def _linear_abstract_eval(*avals, tree, unroll):  # the tangents of (y, c_T, h_T): shaped like them
+  (_, U, _, x_DxTxB, _, c0, h0, *_), _ = jax.tree.unflatten(tree, avals)
+  _, T, B = x_DxTxB.shape
+  shapes = [((U.shape[0], T, B), U.dtype), (c0.shape, c0.dtype), (h0.shape, h0.dtype)]
+  return [jax.typeof(jax.ShapeDtypeStruct(shape, dtype)) for shape, dtype in shapes]
 
 
 def _linear_transpose(cotangents, *leaves, tree, unroll):
